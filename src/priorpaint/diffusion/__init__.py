@@ -1,0 +1,22 @@
+"""Improved-DDPM diffusion maths: schedules, respacing, the Gaussian diffusion, losses, samplers.
+
+Pure functions and one class; nothing here calls a network or knows about training.
+"""
+
+from .gaussian import LOSSES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
+from .likelihood import (
+    approx_standard_normal_cdf,
+    discretized_gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+)
+from .nll import calc_bpd_loop
+from .schedules import betas_for, betas_for_kept_steps, space_timesteps
+from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_sampler
+
+__all__ = [
+    "GaussianDiffusion", "MEAN_TYPES", "VAR_TYPES", "LOSSES",
+    "betas_for", "betas_for_kept_steps", "space_timesteps",
+    "normal_kl", "discretized_gaussian_log_likelihood", "approx_standard_normal_cdf", "mean_flat",
+    "UniformSampler", "LossSecondMomentSampler", "create_sampler", "calc_bpd_loop",
+]

@@ -1,0 +1,110 @@
+"""Noise schedules and timestep respacing.
+
+Schedules are float64 on purpose: ᾱ_t is a product of up to thousands of factors close to 1,
+and the posterior coefficients divide by (1 - ᾱ_t); float32 loses digits that the VLB term
+(a KL of nearly equal Gaussians) needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["betas_for", "betas_from_alpha_bar", "space_timesteps", "betas_for_kept_steps"]
+
+MAX_COSINE_BETA = 0.999
+
+
+def betas_from_alpha_bar(steps: int, alpha_bar: Callable[[float], float],
+                         max_beta: float = MAX_COSINE_BETA) -> torch.Tensor:
+    """β_i = 1 - ᾱ((i+1)/T) / ᾱ(i/T), capped at `max_beta` (the cap avoids a singular last step)."""
+    betas = [min(1.0 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta)
+             for i in range(steps)]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+def _cosine_alpha_bar(s: float) -> float:
+    return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+
+def betas_for(schedule: str, steps: int) -> torch.Tensor:
+    """β_0..β_{T-1} (float64) of a named schedule.
+
+    - ``linear``: Ho et al.'s 1e-4..0.02 for T=1000, scaled by 1000/T so any T gives the same
+      overall noise level (as improved-diffusion does).
+    - ``cosine``: Nichol & Dhariwal's ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008, β ≤ 0.999.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"diffusion steps must be a positive integer, got {steps!r}")
+    if schedule == "linear":
+        if steps <= 20:
+            raise ValueError(f"the linear schedule needs more than 20 steps (its last β is "
+                             f"20/T = {20 / steps:g}); use schedule='cosine' for {steps} steps")
+        scale = 1000 / steps
+        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
+    if schedule == "cosine":
+        return betas_from_alpha_bar(steps, _cosine_alpha_bar)
+    raise ValueError(f"unknown noise schedule {schedule!r}: use 'linear' or 'cosine'")
+
+
+def _ddim_steps(steps: int, count: int) -> list[int]:
+    """An integer stride from 0 that yields exactly `count` steps (T-1 not necessarily kept)."""
+    for stride in range(1, steps):
+        if len(range(0, steps, stride)) == count:
+            return list(range(0, steps, stride))
+    if count == steps:
+        return list(range(steps))
+    raise ValueError(f"cannot keep exactly {count} of {steps} steps with an integer stride "
+                     f"(respacing 'ddim{count}')")
+
+
+def space_timesteps(steps: int, spec: str | int) -> list[int]:
+    """Original step indices to keep when sampling with fewer steps (sorted).
+
+    ``spec`` is either ``"ddimN"`` (an integer stride from 0, as DDIM uses) or comma-separated
+    counts ``"10,15,20"``: the T steps are cut into that many equal sections (the first ones
+    one longer when T does not divide) and each section keeps its count of evenly spaced
+    steps, first and last included. Strides are accumulated in float and rounded with Python's
+    ``round`` (half to even), exactly as improved-diffusion does, so the same checkpoints get
+    the same timesteps.
+    """
+    spec = str(spec).strip()
+    if spec.startswith("ddim"):
+        try:
+            count = int(spec[len("ddim"):])
+        except ValueError as e:
+            raise ValueError(f"bad respacing {spec!r}: expected 'ddimN', e.g. 'ddim50'") from e
+        return _ddim_steps(steps, count)
+    try:
+        counts = [int(c) for c in spec.split(",")]
+    except ValueError as e:
+        raise ValueError(f"bad respacing {spec!r}: expected counts like '250' or '10,15,20', "
+                         f"or 'ddimN'") from e
+    size_per, extra = divmod(steps, len(counts))
+    kept: list[int] = []
+    start = 0
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if not 1 <= count <= size:
+            raise ValueError(f"respacing {spec!r}: section {i} has {size} of the {steps} steps "
+                             f"and cannot keep {count}")
+        stride = 1 if count == 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.append(start + round(position))
+            position += stride
+        start += size
+    return sorted(set(kept))
+
+
+def betas_for_kept_steps(alphas_cumprod: torch.Tensor, kept: list[int]) -> torch.Tensor:
+    """β of a chain that jumps between the kept steps: 1 - ᾱ[k_i] / ᾱ[k_{i-1}] (ᾱ before k_0 is 1).
+
+    Recomputing from ᾱ (instead of sub-sampling β) keeps every marginal q(x_k | x_0) of the
+    original chain intact, which is what lets one network serve any number of sampling steps.
+    """
+    kept_bar = alphas_cumprod[torch.as_tensor(kept, dtype=torch.long)]
+    previous = torch.cat([kept_bar.new_ones(1), kept_bar[:-1]])
+    return 1.0 - kept_bar / previous

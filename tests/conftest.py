@@ -1,0 +1,29 @@
+"""Shared test fixtures: the shared data folder (../shared/data from the project root)."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or a skip naming what is missing (users may have only the project)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def golden(shared_data):
+    """Loader for ../shared/data/golden/<name>.pt (skips when the file is absent)."""
+    import torch
+
+    def load(name: str):
+        path = shared_data / "golden" / name
+        if not path.is_file():
+            pytest.skip(f"golden file {path} not found")
+        return torch.load(path, weights_only=True)
+
+    return load

@@ -1,0 +1,19 @@
+"""Masks: 1 = known (kept), 0 = to inpaint. Generators for the RePaint settings, and loaders."""
+
+from .generators import MASK_ALIASES, MASK_KINDS, RANDOM_CHOICES, canonical_kind, make_mask
+from .io import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    MaskWarning,
+    list_files,
+    load_mask,
+    load_masks_for,
+    mask_seed,
+    resize_mask,
+)
+
+__all__ = [
+    "make_mask", "MASK_KINDS", "MASK_ALIASES", "RANDOM_CHOICES", "canonical_kind",
+    "load_mask", "load_masks_for", "resize_mask", "mask_seed", "list_files", "MaskWarning",
+    "IMAGE_SUFFIXES", "MASK_SUFFIXES",
+]

@@ -248,3 +248,16 @@ def test_bpd_loop_sums_the_terms_and_a_perfect_denoiser_beats_a_bad_one():
     torch.testing.assert_close(good["total_bpd"], good["vb"].sum(1) + good["prior_bpd"])
     assert (good["total_bpd"] < bad["total_bpd"]).all()
     assert good["xstart_mse"].max() < 1e-8
+
+
+def test_rescaled_timesteps_follow_improved_diffusion():
+    """improved-diffusion's CLI default fed the network t·1000/T (float): its checkpoints need it."""
+    diffusion = GaussianDiffusion.from_config(
+        {"schedule": "cosine", "steps": 4000, "rescale_timesteps": True})
+    t = torch.tensor([0, 1, 3999])
+    assert diffusion.model_timesteps(t).tolist() == [0.0, 0.25, 999.75]
+    spaced = GaussianDiffusion.from_config(diffusion.config).respace("100")
+    assert spaced.rescale_timesteps and spaced.original_num_steps == 4000
+    kept = spaced.timestep_map[torch.tensor([1])].float() / 4
+    assert spaced.model_timesteps(torch.tensor([1])).tolist() == kept.tolist()
+    assert _diffusion().model_timesteps(t[:2]).dtype == torch.long

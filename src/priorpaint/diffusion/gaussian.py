@@ -47,10 +47,15 @@ class GaussianDiffusion:
             variance the VLB term is added at λ = 1/T, as the reference does), ``kl`` (one
             VLB term) or ``rescaled_kl`` (T · that term, an estimate of the whole bound).
         timestep_map: original step index of each of these steps (respaced diffusions).
+        rescale_timesteps: give the network t·1000/T (a float) instead of t, as
+            improved-diffusion's command-line default did; only needed for its checkpoints.
+        original_num_steps: T of the chain the network was trained on (defaults to
+            len(betas); a respaced diffusion carries its parent's).
     """
 
     def __init__(self, betas, mean_type: str = "eps", var_type: str = "learned_range",
-                 loss: str = "hybrid", timestep_map=None):
+                 loss: str = "hybrid", timestep_map=None, rescale_timesteps: bool = False,
+                 original_num_steps: int | None = None):
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
         if betas.numel() == 0 or not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError("betas must be a non-empty sequence of values in (0, 1): "
@@ -64,6 +69,8 @@ class GaussianDiffusion:
         if self.timestep_map.shape != betas.shape:
             raise ValueError(f"timestep_map has {self.timestep_map.numel()} entries for "
                              f"{self.num_timesteps} steps")
+        self.rescale_timesteps = bool(rescale_timesteps)
+        self.original_num_steps = int(original_num_steps or self.num_timesteps)
         self._config: dict[str, Any] | None = None
         self._device_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
 
@@ -97,7 +104,8 @@ class GaussianDiffusion:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GaussianDiffusion:
         """Build from ``{schedule, steps, mean_type, var_type, loss[, respacing]}`` (the checkpoint form)."""
-        known = {"schedule", "steps", "mean_type", "var_type", "loss", "respacing"}
+        known = {"schedule", "steps", "mean_type", "var_type", "loss", "respacing",
+                 "rescale_timesteps"}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"unknown diffusion config keys {sorted(unknown)}; "
@@ -108,10 +116,13 @@ class GaussianDiffusion:
         base = cls(betas_for(config["schedule"], int(config["steps"])),
                    mean_type=config.get("mean_type", "eps"),
                    var_type=config.get("var_type", "learned_range"),
-                   loss=config.get("loss", "hybrid"))
+                   loss=config.get("loss", "hybrid"),
+                   rescale_timesteps=bool(config.get("rescale_timesteps", False)))
         base._config = {"schedule": config["schedule"], "steps": int(config["steps"]),
                         "mean_type": base.mean_type, "var_type": base.var_type,
                         "loss": base.loss}
+        if base.rescale_timesteps:
+            base._config["rescale_timesteps"] = True
         respacing = config.get("respacing")
         return base.respace(str(respacing)) if respacing not in (None, "", "none") else base
 
@@ -137,7 +148,9 @@ class GaussianDiffusion:
         kept = space_timesteps(self.num_timesteps, spec)
         spaced = GaussianDiffusion(betas_for_kept_steps(self.alphas_cumprod, kept),
                                    mean_type=self.mean_type, var_type=self.var_type,
-                                   loss=self.loss, timestep_map=self.timestep_map[kept])
+                                   loss=self.loss, timestep_map=self.timestep_map[kept],
+                                   rescale_timesteps=self.rescale_timesteps,
+                                   original_num_steps=self.original_num_steps)
         if self._config is not None and "respacing" not in self._config:
             spaced._config = {**self._config, "respacing": str(spec)}
         return spaced
@@ -160,8 +173,12 @@ class GaussianDiffusion:
         return values.to(_compute_dtype(like)).reshape(-1, *([1] * (like.ndim - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """The original step indices the network was trained with, for indices ``t`` of this chain."""
-        return self._table("timestep_map", t.device)[t]
+        """What the network receives for indices ``t`` of this chain: the original step index
+        (int64), or with ``rescale_timesteps`` that index · 1000/T as float32."""
+        original = self._table("timestep_map", t.device)[t]
+        if self.rescale_timesteps:
+            return original.to(torch.float32) * (1000.0 / self.original_num_steps)
+        return original
 
     def split_model_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
         """(mean part, variance part or None) of the network's raw output, shapes checked."""

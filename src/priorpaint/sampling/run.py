@@ -34,6 +34,7 @@ from .images import (
     save_png,
     to_model,
 )
+from .labels import WithLabels, class_labels
 from .loop import Progress
 from .noise import item_generators, item_seed
 from .schedules import count_network_calls
@@ -187,6 +188,11 @@ def run(cfg) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned)
     model = prior.model.to(device)
+    if getattr(prior.model, "num_classes", None):
+        model = WithLabels(model)
+    elif cfg.get("class_label") is not None:
+        raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {cfg.ckpt} is "
+                         f"unconditional (no num_classes)")
     batches = -(-len(samples) // options.batch_size)  # one network call serves a whole batch
     progress = Progress(total=calls * batches, disable=not bool(cfg.get("progress", True)))
     try:
@@ -219,6 +225,7 @@ def _inpaint_all(model, diffusion, prior, inputs: list[InputImage], masks, optio
         mask = torch.stack([model_inputs[i][1] for i, _ in batch]).to(device)
         generators = item_generators(cfg.seed, [i for i, _ in batch], [k for _, k in batch],
                                      device)
+        _set_labels(model, cfg, batch, device)
         result = inpaint(model, diffusion, x0, mask, sampler=options.sampler,
                          jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
                          start_resampling=cfg.start_resampling, eta=float(cfg.eta),
@@ -241,6 +248,7 @@ def _generate_all(model, diffusion, prior, options, cfg, device, out: Path, prog
     tiles = []
     for batch in _batches(list(range(options.n_samples)), options.batch_size):
         generators = item_generators(cfg.seed, [0] * len(batch), batch, device)
+        _set_labels(model, cfg, [(0, k) for k in batch], device)
         result = generate(model, diffusion, (len(batch), *shape), sampler=options.sampler,
                           eta=float(cfg.eta), generators=generators, device=device,
                           clip_denoised=bool(cfg.clip_denoised),
@@ -252,6 +260,13 @@ def _generate_all(model, diffusion, prior, options, cfg, device, out: Path, prog
     columns = int(np.ceil(np.sqrt(len(tiles))))
     save_png(comparison_grid([tiles[r:r + columns] for r in range(0, len(tiles), columns)]),
              out / "samples_grid.png")
+
+
+def _set_labels(model, cfg, items: list[tuple[int, int]], device) -> None:
+    """Class-conditional priors: this batch's labels (see :func:`class_labels`)."""
+    if isinstance(model, WithLabels):
+        labels = class_labels(model.model.num_classes, cfg.get("class_label"), int(cfg.seed), items)
+        model.y = torch.tensor(labels, dtype=torch.long, device=device)
 
 
 def _diffusion_config(diffusion) -> dict | None:
@@ -271,6 +286,10 @@ def _write_record(path: Path, cfg, prior, device, diffusion, calls: int, inputs,
     for file, i, k in planned:
         entry = {"file": file.name, "image_index": i, "sample_index": k,
                  "noise_seed": item_seed(seed, i, k)}
+        num_classes = getattr(prior.model, "num_classes", None)
+        if num_classes:
+            entry["class_label"] = class_labels(num_classes, cfg.get("class_label"), seed,
+                                                [(i, k)])[0]
         if inputs:
             entry.update(image=str(inputs[i].path),
                          known_fraction=round(float(masks[i].mean()), 6))

@@ -186,7 +186,7 @@ def test_bad_input_is_a_clear_error_and_nothing_is_lost(tmp_path, ckpt, images):
 
     run(config(f"ckpt={ckpt}", *base))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(FileExistsError, match="overwrite=true"):
+    with pytest.raises(FileExistsError, match="other settings .*overwrite=true"):
         run(config(f"ckpt={ckpt}", *base, "seed=9"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     run(config(f"ckpt={ckpt}", *base, "seed=9", "overwrite=true"))
@@ -203,7 +203,12 @@ def test_command_line(tmp_path, ckpt, images):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "a_grid.png", "a_s0.png", "b_grid.png", "b_s0.png", "run.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # hydra wrote nothing else
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")}
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=120)
-    assert again.returncode == 2 and "already exist" in again.stderr
-    assert "Traceback" not in again.stderr
+                           timeout=120)   # the same command again: a resume with nothing left
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")} == before
+    other = subprocess.run([*command, "seed=3"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert other.returncode == 2 and "other settings (seed: 0 -> 3)" in other.stderr
+    assert "Traceback" not in other.stderr

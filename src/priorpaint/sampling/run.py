@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 from ..masks import load_masks_for
 from .api import SAMPLERS, build_schedule, generate, inpaint
+from .distributed import local_device, ranks_from_env, shard
 from .images import (
     InputImage,
     array_to_image,
@@ -139,18 +141,43 @@ def _resolved_config(cfg) -> dict:
     return dict(cfg)
 
 
-def _check_free(paths: list[Path], overwrite: bool) -> None:
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
+# options that change what an output is: a re-run may resume a run only if they are equal
+DEFINING_KEYS = ("images", "mask", "n_samples", "seed", "sampler", "steps", "jump_length",
+                 "jump_n_sample", "start_resampling", "eta", "clip_denoised", "use_ema",
+                 "precision", "class_label")
+
+
+def _check_resumable(record: Path, cfg, ckpt_sha: str, existing: list[Path]) -> None:
+    """Refuse to mix outputs of different settings in one folder (``overwrite=true`` aside).
+
+    Re-running the same command resumes: outputs already written are kept and skipped. A
+    run with other settings, or files of unknown origin, would silently mix: that is an error.
+    """
+    if bool(cfg.overwrite) or not (existing or record.exists()):
+        return
+    if not record.exists():
         shown = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
-        raise FileExistsError(f"{len(existing)} output file(s) already exist ({shown}); pass "
-                              f"overwrite=true to replace them or choose another out=")
+        raise FileExistsError(f"{len(existing)} output file(s) already exist ({shown}) without "
+                              f"a run.yaml saying how they were made; pass overwrite=true to "
+                              f"replace them or choose another out=")
+    previous = yaml.safe_load(record.read_text()) or {}
+    old, new = previous.get("config", {}), _resolved_config(cfg)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in DEFINING_KEYS
+               if old.get(k) != new.get(k)]
+    if previous.get("checkpoint", {}).get("sha256") != ckpt_sha:
+        changed.append("the checkpoint file differs")
+    if changed:
+        raise FileExistsError(f"{record.parent} already holds a run with other settings "
+                              f"({'; '.join(changed)}); re-run the same command to resume it, "
+                              f"pass overwrite=true to replace it, or choose another out=")
 
 
 def run(cfg) -> list[Path]:
     """Run sampling as configured by ``configs/sample.yaml`` (a DictConfig or plain mapping).
 
-    Returns the written sample paths (one per (image, sample)), in order.
+    Under ``torchrun`` / ``srun`` each process takes every world_size-th batch of the
+    outputs still missing; rank 0 writes the grids and ``run.yaml`` once all are done.
+    Returns every planned sample path (one per (image, sample)), in order.
     """
     if cfg.get("ckpt") in (None, "", "???"):
         raise ValueError("ckpt= is required: the path of a trained checkpoint (last.ckpt)")
@@ -173,6 +200,7 @@ def run(cfg) -> list[Path]:
     seed, out = int(cfg.seed), Path(str(cfg.out))
     if images_arg is not None:
         inputs = [load_input(p, prior.channels) for p in list_images(images_arg)]
+        _check_unique_stems(inputs)
         masks = load_masks_for([i.path for i in inputs], str(mask_arg),
                                sizes=[i.size for i in inputs], seed=seed)
         stems = [i.stem for i in inputs]
@@ -181,30 +209,43 @@ def run(cfg) -> list[Path]:
         inputs, masks, stems, grids = [], [], ["sample"], [out / "samples_grid.png"]
     planned = [(output_path(out, stem, k), i, k) for i, stem in enumerate(stems)
                for k in range(options.n_samples)]
-    samples = [p for p, _, _ in planned]
     record = out / "run.yaml"
-    _check_free([*samples, *grids, record], bool(cfg.overwrite))
+    ckpt_sha = file_sha256(Path(str(cfg.ckpt)))
+    existing = [p for p in [*(p for p, _, _ in planned), *grids] if p.exists()]
+    _check_resumable(record, cfg, ckpt_sha, existing)
+    todo = planned if bool(cfg.overwrite) else [item for item in planned if not item[0].exists()]
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned)
-    model = prior.model.to(device)
-    if getattr(prior.model, "num_classes", None):
-        model = WithLabels(model)
-    elif cfg.get("class_label") is not None:
-        raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {cfg.ckpt} is "
-                         f"unconditional (no num_classes)")
-    batches = -(-len(samples) // options.batch_size)  # one network call serves a whole batch
-    progress = Progress(total=calls * batches, disable=not bool(cfg.get("progress", True)))
+    ranks = ranks_from_env(device.type)
     try:
-        if inputs:
-            _inpaint_all(model, diffusion, prior, inputs, masks, options, cfg, device, out,
-                         progress)
-        else:
-            _generate_all(model, diffusion, prior, options, cfg, device, out, progress)
+        device = local_device(device, ranks)
+        mine = shard(list(_batches(todo, options.batch_size)), ranks)
+        ranks.barrier()   # everyone planned from the same folder state before anything is written
+        if ranks.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned,
+                          ckpt_sha, ranks, resumed=len(planned) - len(todo), complete=False)
+        if len(todo) < len(planned) and ranks.is_main:
+            log.info("resuming: %d of %d output(s) already in %s", len(planned) - len(todo),
+                     len(planned), out)
+        _sample_batches(prior, diffusion, inputs, masks, mine, options, cfg, device, calls)
+        ranks.barrier()   # all outputs are on disk
+        if ranks.is_main:
+            _write_grids(out, inputs, masks, planned, options.n_samples)
+            _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned,
+                          ckpt_sha, ranks, resumed=len(planned) - len(todo), complete=True)
     finally:
-        progress.close()
-    log.info("wrote %d sample(s) to %s", len(samples), out)
-    return samples
+        ranks.close()
+    log.info("wrote %d sample(s) to %s", len(todo), out)
+    return [p for p, _, _ in planned]
+
+
+def _check_unique_stems(inputs: list[InputImage]) -> None:
+    seen: dict[str, Path] = {}
+    for image in inputs:
+        if image.stem in seen:
+            raise ValueError(f"{seen[image.stem]} and {image.path} would both write "
+                             f"{image.stem}_s*.png: rename one of them")
+        seen[image.stem] = image.path
 
 
 def _batches(items: list, size: int):
@@ -212,51 +253,77 @@ def _batches(items: list, size: int):
         yield items[start:start + size]
 
 
-def _inpaint_all(model, diffusion, prior, inputs: list[InputImage], masks, options, cfg,
-                 device, out: Path, progress) -> None:
+def _sample_batches(prior, diffusion, inputs, masks, batches, options, cfg, device,
+                    calls: int) -> None:
+    """Draw and write this rank's batches of outputs (inpaintings, or samples)."""
+    model = prior.model.to(device)
+    if getattr(prior.model, "num_classes", None):
+        model = WithLabels(model)
+    elif cfg.get("class_label") is not None:
+        raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {cfg.ckpt} is "
+                         f"unconditional (no num_classes)")
+    progress = Progress(total=calls * len(batches), disable=not bool(cfg.get("progress", True)))
+    try:
+        for batch in batches:
+            if inputs:
+                _inpaint_batch(model, diffusion, prior, inputs, masks, batch, options, cfg,
+                               device, progress)
+            else:
+                _generate_batch(model, diffusion, prior, batch, options, cfg, device, progress)
+    finally:
+        progress.close()
+
+
+def _inpaint_batch(model, diffusion, prior, inputs: list[InputImage], masks, batch, options,
+                   cfg, device, progress) -> None:
     size, channels = prior.image_size, prior.channels
-    items = [(i, k) for i in range(len(inputs)) for k in range(options.n_samples)]
-    done: dict[int, list[np.ndarray]] = {}
-    model_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for batch in _batches(items, options.batch_size):
-        for i in {i for i, _ in batch} - set(model_inputs):
-            model_inputs[i] = (to_model(inputs[i], channels, size), model_mask(masks[i], size))
-        x0 = torch.stack([model_inputs[i][0] for i, _ in batch]).to(device)
-        mask = torch.stack([model_inputs[i][1] for i, _ in batch]).to(device)
-        generators = item_generators(cfg.seed, [i for i, _ in batch], [k for _, k in batch],
-                                     device)
-        _set_labels(model, cfg, batch, device)
-        result = inpaint(model, diffusion, x0, mask, sampler=options.sampler,
-                         jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
-                         start_resampling=cfg.start_resampling, eta=float(cfg.eta),
-                         generators=generators, clip_denoised=bool(cfg.clip_denoised),
-                         autocast_dtype=options.autocast, progress=progress)
-        for (i, k), sample in zip(batch, result, strict=True):
-            image = inputs[i]
-            pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1]),
-                                 image, masks[i])
-            save_png(array_to_image(pixels, image.alpha), output_path(out, image.stem, k))
-            done.setdefault(i, []).append(pixels)
-            if len(done[i]) == options.n_samples:  # all samples of image i: write its grid
-                row = [masked_view(image, masks[i]), *done.pop(i), image.pixels]
-                save_png(comparison_grid([row]), out / f"{image.stem}_grid.png")
-                model_inputs.pop(i, None)
+    x0 = torch.stack([to_model(inputs[i], channels, size) for _, i, _ in batch]).to(device)
+    mask = torch.stack([model_mask(masks[i], size) for _, i, _ in batch]).to(device)
+    generators = item_generators(cfg.seed, [i for _, i, _ in batch], [k for _, _, k in batch],
+                                 device)
+    _set_labels(model, cfg, [(i, k) for _, i, k in batch], device)
+    result = inpaint(model, diffusion, x0, mask, sampler=options.sampler,
+                     jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
+                     start_resampling=cfg.start_resampling, eta=float(cfg.eta),
+                     generators=generators, clip_denoised=bool(cfg.clip_denoised),
+                     autocast_dtype=options.autocast, progress=progress)
+    for (path, i, _), sample in zip(batch, result, strict=True):
+        image = inputs[i]
+        pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1]),
+                             image, masks[i])
+        save_png(array_to_image(pixels, image.alpha), path)
 
 
-def _generate_all(model, diffusion, prior, options, cfg, device, out: Path, progress) -> None:
+def _generate_batch(model, diffusion, prior, batch, options, cfg, device, progress) -> None:
     shape = (prior.channels, *prior.image_size)
-    tiles = []
-    for batch in _batches(list(range(options.n_samples)), options.batch_size):
-        generators = item_generators(cfg.seed, [0] * len(batch), batch, device)
-        _set_labels(model, cfg, [(0, k) for k in batch], device)
-        result = generate(model, diffusion, (len(batch), *shape), sampler=options.sampler,
-                          eta=float(cfg.eta), generators=generators, device=device,
-                          clip_denoised=bool(cfg.clip_denoised),
-                          autocast_dtype=options.autocast, progress=progress)
-        for k, sample in zip(batch, result, strict=True):
-            pixels = from_model(sample, prior.image_size, prior.channels)
-            save_png(array_to_image(pixels), output_path(out, "sample", k))
-            tiles.append(pixels)
+    generators = item_generators(cfg.seed, [i for _, i, _ in batch], [k for _, _, k in batch],
+                                 device)
+    _set_labels(model, cfg, [(i, k) for _, i, k in batch], device)
+    result = generate(model, diffusion, (len(batch), *shape), sampler=options.sampler,
+                      eta=float(cfg.eta), generators=generators, device=device,
+                      clip_denoised=bool(cfg.clip_denoised),
+                      autocast_dtype=options.autocast, progress=progress)
+    for (path, _, _), sample in zip(batch, result, strict=True):
+        save_png(array_to_image(from_model(sample, prior.image_size, prior.channels)), path)
+
+
+def _read_pixels(path: Path, channels: int) -> np.ndarray:
+    """A written output's uint8 (H, W, channels), alpha dropped (for grids)."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image)
+    return (pixels[..., None] if pixels.ndim == 2 else pixels)[..., :channels]
+
+
+def _write_grids(out: Path, inputs, masks, planned, n_samples: int) -> None:
+    """Comparison grids from the files on disk (samples may come from several ranks or runs)."""
+    if inputs:
+        for i, image in enumerate(inputs):
+            channels = image.pixels.shape[-1]
+            samples = [_read_pixels(p, channels) for p, j, _ in planned if j == i]
+            row = [masked_view(image, masks[i]), *samples, image.pixels]
+            save_png(comparison_grid([row]), out / f"{image.stem}_grid.png")
+        return
+    tiles = [_read_pixels(p, 4) for p, _, _ in planned]
     columns = int(np.ceil(np.sqrt(len(tiles))))
     save_png(comparison_grid([tiles[r:r + columns] for r in range(0, len(tiles), columns)]),
              out / "samples_grid.png")
@@ -277,7 +344,8 @@ def _diffusion_config(diffusion) -> dict | None:
 
 
 def _write_record(path: Path, cfg, prior, device, diffusion, calls: int, inputs, masks,
-                  planned: list[tuple[Path, int, int]]) -> None:
+                  planned: list[tuple[Path, int, int]], ckpt_sha: str, ranks, resumed: int,
+                  complete: bool) -> None:
     """run.yaml: the resolved config plus everything needed to reproduce or audit the run."""
     import priorpaint
 
@@ -297,7 +365,10 @@ def _write_record(path: Path, cfg, prior, device, diffusion, calls: int, inputs,
     record: dict[str, Any] = {
         "config": _resolved_config(cfg),
         "seed": seed,
-        "checkpoint": {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt),
+        "status": "complete" if complete else "running",
+        "processes": ranks.world_size,
+        "resumed_outputs": resumed,
+        "checkpoint": {"path": str(ckpt.resolve()), "sha256": ckpt_sha,
                        "weights": getattr(prior, "weights", "ema" if cfg.use_ema else "raw")},
         "resolved": {
             "device": str(device),

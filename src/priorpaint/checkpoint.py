@@ -1,0 +1,143 @@
+"""The checkpoint format: everything sampling needs travels inside the file.
+
+A priorpaint checkpoint is a dict with (at least)
+
+- ``"state_dict"``: the raw network weights under the ``"model."`` prefix (a Lightning
+  checkpoint holds the whole LightningModule there; a standalone one only the network),
+- ``"priorpaint"``: the payload ``{"format", "model_config", "diffusion_config", "image_size",
+  "channels", "normalization", "ema_state_dict", ...}``.
+
+Keeping the network config, diffusion config and data geometry in the payload is what lets
+``sample.py ckpt=...`` need no other flag, and keeping the first EMA rate's weights as a plain
+network state dict lets samplers load them without knowing anything about ema-pytorch.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["Prior", "load_prior", "save_prior", "prior_payload", "MODEL_PREFIX", "FORMAT"]
+
+FORMAT = 1
+MODEL_PREFIX = "model."
+NORMALIZATION = "[-1,1]"
+REQUIRED_KEYS = ("format", "model_config", "diffusion_config", "image_size", "channels")
+
+
+@dataclass
+class Prior:
+    """A trained prior ready for sampling (network in eval mode, diffusion not respaced)."""
+
+    model: torch.nn.Module
+    diffusion: Any
+    image_size: tuple[int, int]
+    channels: int
+    info: dict = field(default_factory=dict)
+    weights: str = "ema"  # which weights ``model`` holds: "ema" or "raw"
+
+
+def prior_payload(model, diffusion, image_size, channels, ema_state_dict=None,
+                  extra: dict | None = None) -> dict:
+    """The ``checkpoint["priorpaint"]`` dict for a network, its diffusion and data geometry."""
+    height, width = _pair(image_size)
+    payload = {
+        "format": FORMAT,
+        "model_config": dict(model.config),
+        "diffusion_config": dict(diffusion.config),
+        "image_size": [height, width],
+        "channels": int(channels),
+        "normalization": NORMALIZATION,
+        "ema_state_dict": ema_state_dict,
+    }
+    payload.update(extra or {})
+    return payload
+
+
+def save_prior(path, model, diffusion, image_size, channels, ema_state_dict=None,
+               extra: dict | None = None) -> Path:
+    """Write a standalone checkpoint that :func:`load_prior` accepts (converters, tests)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if ema_state_dict is not None:
+        ema_state_dict = {k: v.detach().cpu() for k, v in ema_state_dict.items()}
+    payload = prior_payload(model, diffusion, image_size, channels, ema_state_dict, extra)
+    torch.save({"state_dict": state, "priorpaint": payload}, path)
+    return path
+
+
+def load_prior(path, use_ema: bool = True, map_location="cpu", *,
+               trusted: bool = False) -> Prior:
+    """Rebuild the network (EMA weights by default) and diffusion from a checkpoint alone.
+
+    Args:
+        path: a checkpoint written by ``train.py`` (Lightning) or :func:`save_prior`.
+        use_ema: load the first EMA rate's weights when the checkpoint has them (else the raw
+            training weights, with ``Prior.weights == "raw"``).
+        map_location: passed to ``torch.load``.
+        trusted: allow full unpickling (only for files you trust) when the checkpoint holds
+            objects that ``weights_only`` loading refuses.
+    """
+    from .diffusion import GaussianDiffusion
+    from .models import UNet
+
+    path = Path(path)
+    checkpoint = _load_file(path, map_location, trusted)
+    payload = checkpoint.get("priorpaint") if isinstance(checkpoint, dict) else None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a priorpaint checkpoint (it has no 'priorpaint' entry); "
+                         f"use a checkpoint written by train.py or priorpaint.checkpoint.save_prior")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: the 'priorpaint' entry lacks {missing}; the file is damaged or "
+                         f"from an incompatible version")
+    if payload["format"] != FORMAT:
+        raise ValueError(f"{path}: checkpoint format {payload['format']!r} is not supported "
+                         f"(this priorpaint reads format {FORMAT})")
+
+    diffusion_config = {k: v for k, v in payload["diffusion_config"].items() if k != "respacing"}
+    diffusion = GaussianDiffusion.from_config(diffusion_config)
+    model = UNet.from_config(dict(payload["model_config"]))
+
+    ema = payload.get("ema_state_dict")
+    if use_ema and ema is not None:
+        state, weights = ema, "ema"
+    else:
+        raw = checkpoint.get("state_dict") or {}
+        state = {k[len(MODEL_PREFIX):]: v for k, v in raw.items() if k.startswith(MODEL_PREFIX)}
+        weights = "raw"
+        if not state:
+            raise ValueError(f"{path} holds no network weights under state_dict['{MODEL_PREFIX}*']")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the {weights} weights do not fit the saved model_config "
+                         f"({e})") from e
+    model.eval()
+    height, width = _pair(payload["image_size"])
+    return Prior(model=model, diffusion=diffusion, image_size=(height, width),
+                 channels=int(payload["channels"]), info=payload, weights=weights)
+
+
+def _load_file(path: Path, map_location, trusted: bool):
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds objects that safe (weights-only) loading refuses; if you "
+                         f"trust the file, pass trusted=True ({e})") from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from e
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(s) for s in size)
+    return height, width

@@ -1,0 +1,179 @@
+"""One LightningDataModule for every image source: digits, folder, mnist, shards.
+
+The choice of source only changes how the item dataset is built; batching is the same
+step-indexed, rank-sliced sampler for every map-style source (see ``sampler.py``), which is
+what makes resume exact and DDP batches equal to one big batch. WebDataset shards stream
+instead: their loader comes from ``shards.py`` and is reseeded from (seed, step) on resume,
+which resumes the stream statistically, not example for example.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .sampler import StepBatchSampler
+from .transforms import check_channels, check_crop, pair
+
+__all__ = ["PriorDataModule", "build_dataset", "images_of", "SOURCES"]
+
+SOURCES = ("digits", "folder", "mnist", "shards")
+
+
+def build_dataset(source: str, image_size, channels: int, *, path=None, root=None,
+                  split: str = "auto", pad: int = 0, crop: str = "center",
+                  hflip: bool = False) -> Dataset:
+    """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``)."""
+    from .folder import ImageFolder
+    from .memory import TensorImages, load_digits_images, load_mnist_images
+
+    if source == "digits":
+        return TensorImages(load_digits_images(), image_size, channels, crop, hflip, "digits")
+    if source == "folder":
+        if not path:
+            raise ValueError("data=folder needs data.path=/folder/of/images")
+        return ImageFolder(path, image_size, channels, crop, hflip)
+    if source == "mnist":
+        if not root:
+            raise ValueError("data=mnist needs data.root=/folder/with/t10k-images-idx3-ubyte.gz")
+        return TensorImages(load_mnist_images(root, split, pad), image_size, channels, crop,
+                            hflip, f"MNIST at {root}")
+    raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
+
+
+class PriorDataModule(pl.LightningDataModule):
+    """Training images as float (B, C, H, W) in [-1, 1].
+
+    Args:
+        source: ``digits`` (scikit-learn, no download), ``folder`` (``path``), ``mnist``
+            (``root`` with IDX files; ``split``, ``pad``), ``shards`` (``urls``).
+        image_size: int or [H, W]; images are resized to cover it, then cropped.
+        channels: 1 or 3 (sources are converted).
+        batch_size: per process (the global batch is batch_size x world size).
+        crop: ``center`` or ``random``; hflip: random left-right mirroring.
+        seed: drives shuffling and augmentation (with the example index).
+        num_workers: DataLoader worker processes.
+        shuffle_buffer, resampled, epoch_length: shard streaming options.
+    """
+
+    def __init__(self, source: str = "digits", image_size=16, channels: int = 1,
+                 batch_size: int = 64, num_workers: int = 0, crop: str = "center",
+                 hflip: bool = False, shuffle: bool = True, seed: int = 0, path=None, root=None,
+                 split: str = "auto", pad: int = 0, urls=None, shuffle_buffer: int = 1000,
+                 resampled: bool = True, epoch_length: int | None = None):
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
+        self.source = source
+        self.image_size = pair(image_size)
+        self.channels = check_channels(channels)
+        self.crop = check_crop(crop)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.hflip, self.shuffle, self.seed = bool(hflip), bool(shuffle), int(seed)
+        self.path, self.root, self.split, self.pad = path, root, split, int(pad)
+        self.urls, self.shuffle_buffer = urls, int(shuffle_buffer)
+        self.resampled, self.epoch_length = bool(resampled), epoch_length
+        self.dataset: Dataset | None = None
+        if source == "shards" and not urls:
+            raise ValueError("data=shards needs data.urls=/path/shard-{000000..000009}.tar")
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Build (and so validate) the item dataset once; errors surface before training."""
+        if self.source == "shards":
+            self._check_shards()
+        elif self.dataset is None:
+            self.dataset = build_dataset(self.source, self.image_size, self.channels,
+                                         path=self.path, root=self.root, split=self.split,
+                                         pad=self.pad, crop=self.crop, hflip=self.hflip)
+
+    def _check_shards(self) -> None:
+        """Local shard files must exist (remote and pipe: URLs are checked when streamed)."""
+        from pathlib import Path
+
+        from .shards import expand_urls
+
+        urls = expand_urls(self.urls)
+        local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+        missing = [u for u in local if not Path(u).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {len(urls)} shards in data.urls do not "
+                                    f"exist, e.g. {missing[0]}")
+
+    def describe(self) -> str:
+        where = {"folder": self.path, "mnist": self.root, "shards": self.urls}.get(self.source)
+        size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
+        return (f"{self.source}{f' ({where})' if where else ''}: {size}"
+                f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}, "
+                f"batch {self.batch_size}/process")
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self):
+        self.setup("fit")
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if self.source == "shards":
+            return self._shard_loader(trainer.global_step if trainer else 0)
+
+        def start_batch() -> int:  # read at iter() time, after Lightning restored a checkpoint
+            if trainer is None:
+                return 0
+            return trainer.global_step * max(1, int(trainer.accumulate_grad_batches))
+
+        sampler = StepBatchSampler(len(self.dataset), self.batch_size, self.seed, rank, world,
+                                   start_batch, self.shuffle)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def _shard_loader(self, step: int):
+        """Streaming batches from ``shards.py`` (it batches itself; this rank's share)."""
+        from .seeding import derive_seed
+        from .shards import build_shard_dataset
+
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        dataset = build_shard_dataset(
+            self.urls, image_size=self.image_size, channels=self.channels,
+            batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer,
+            resampled=self.resampled, seed=derive_seed(self.seed, step),
+            epoch_length=self.epoch_length, hflip=self.hflip, drop_last=True,
+            num_workers=self.num_workers, rank=rank, world_size=world)
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def fixed_batch(self, n: int) -> torch.Tensor:
+        """``n`` un-augmented images spread over the dataset: the same every call (grids)."""
+        self.setup("fit")
+        if self.source == "shards":
+            return self._first_shard_images(n)
+        count = len(self.dataset)
+        indices = torch.linspace(0, count - 1, steps=min(n, count)).round().long().tolist()
+        return torch.stack([self.dataset[i] for i in indices])
+
+    def _first_shard_images(self, n: int) -> torch.Tensor:
+        from .shards import build_shard_dataset
+
+        dataset = build_shard_dataset(self.urls, image_size=self.image_size,
+                                      channels=self.channels, batch_size=n, shuffle_buffer=0,
+                                      resampled=False, seed=self.seed, rank=0, world_size=1)
+        batch = next(iter(dataset))
+        return images_of(batch)[:n]
+
+
+def images_of(batch) -> torch.Tensor:
+    """The image tensor of a batch that may be a tensor, a tuple/list or a dict."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, dict):
+        for key in ("image", "images", "img", "x"):
+            if key in batch:
+                return batch[key]
+        raise ValueError(f"batch dict has no image entry (keys {sorted(batch)})")
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise ValueError(f"cannot find images in a batch of type {type(batch).__name__}")

@@ -1,0 +1,12 @@
+"""Training glue: the LightningModule (UNet + diffusion + EMA), sample-grid callback, launcher.
+
+Data flows data -> model -> diffusion -> here; nothing in this package defines maths.
+"""
+
+from .callbacks import SampleGridCallback, StepCheckpoint
+from .ema import build_emas, parse_rates
+from .module import DiffusionPriorModule
+from .schedules import WarmupDecay
+
+__all__ = ["DiffusionPriorModule", "SampleGridCallback", "StepCheckpoint", "WarmupDecay", "build_emas",
+           "parse_rates"]

@@ -1,0 +1,163 @@
+"""Build everything from a composed Hydra config and fit: what ``train.py`` runs.
+
+Order matters for error messages: the data module is built and set up first (an empty
+folder or a missing MNIST file fails in a second), then the module (bad UNet sizes,
+unknown diffusion keys), then their geometry is compared, and only then does Lightning
+start any process or step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["run_training", "compose_config", "TrainResult", "check_geometry", "CONFIG_DIR"]
+
+# configs/ at the repository root (src/priorpaint/lightning/launch.py -> ../../../configs).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train",
+                   config_dir: str | Path | None = None) -> DictConfig:
+    """The config ``train.py`` would run with these command-line overrides (tests, notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    folder = Path(config_dir or CONFIG_DIR).resolve()
+    if not (folder / f"{config_name}.yaml").is_file():
+        raise FileNotFoundError(f"no {config_name}.yaml in {folder}; pass config_dir=")
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its outputs (paths may be None when disabled)."""
+
+    run_dir: Path
+    trainer: pl.Trainer
+    module: pl.LightningModule
+    datamodule: pl.LightningDataModule
+    last_checkpoint: Path | None = None
+    tensorboard_dir: Path | None = None
+    grids: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"run directory : {self.run_dir}",
+                 f"checkpoint    : {self.last_checkpoint or '(checkpointing disabled)'}",
+                 f"tensorboard   : {self.tensorboard_dir or '(no TensorBoard logger)'}"]
+        if self.tensorboard_dir:
+            lines[-1] += f"   (tensorboard --logdir {self.tensorboard_dir})"
+        for name, path in self.grids.items():
+            lines.append(f"{name:<14}: {path}")
+        return "\n".join(lines)
+
+
+def check_geometry(datamodule, module) -> None:
+    """Data and model must agree on channels and image size before any step runs."""
+    problems = []
+    if datamodule.channels != module.channels:
+        problems.append(f"data.channels={datamodule.channels} but the model has "
+                        f"{module.channels} input channels")
+    if tuple(datamodule.image_size) != tuple(module.image_size):
+        problems.append(f"data.image_size={list(datamodule.image_size)} but the model is built "
+                        f"for {list(module.image_size)}")
+    if problems:
+        raise ValueError("; ".join(problems) + " (module.image_size/channels follow data.* by "
+                         "default: do not override them separately)")
+
+
+def _single_log_stream() -> None:
+    """Under Hydra, let its handlers (console + run_dir/train.log) print Lightning's messages
+    once, instead of Lightning's own stderr handler printing them a second time."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        logger = logging.getLogger("lightning")
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+
+
+def _share_cores(trainer: pl.Trainer, explicit: bool) -> None:
+    """CPU processes of one machine split its cores: two ranks with all cores each make OpenMP
+    threads wait on descheduled partners, which can slow every op tenfold."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    if not explicit and isinstance(trainer.accelerator, CPUAccelerator) \
+            and trainer.num_devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values()
+            if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def run_training(cfg: DictConfig) -> TrainResult:
+    """Fit a prior as ``cfg`` says; returns where the checkpoint, logs and grids are.
+
+    ``cfg.num_threads`` (if set) is torch's intra-op thread count for this run only.
+    """
+    threads = torch.get_num_threads()
+    try:
+        if cfg.get("num_threads"):
+            torch.set_num_threads(int(cfg.num_threads))
+        return _fit(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(cfg: DictConfig) -> TrainResult:
+    _single_log_stream()
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.run_dir)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
+    module_cfg["data_info"] = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True)
+                               .items() if not k.startswith("_")}
+    # Plain containers (not DictConfig) so the checkpoint loads with torch.load(weights_only=True).
+    module = get_class(module_cfg.pop("_target_"))(**module_cfg)
+    check_geometry(datamodule, module)
+
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _share_cores(trainer, explicit=bool(cfg.get("num_threads")))
+    if trainer.is_global_zero:
+        print(f"[priorpaint] data: {datamodule.describe()}; network: "
+              f"{sum(p.numel() for p in module.model.parameters()) / 1e6:.2f} M parameters; "
+              f"T={module.diffusion.num_timesteps}; run dir: {run_dir}", flush=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return _result(run_dir, trainer, module, datamodule)
+
+
+def _result(run_dir, trainer, module, datamodule) -> TrainResult:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from .callbacks import SampleGridCallback
+
+    result = TrainResult(run_dir=run_dir, trainer=trainer, module=module, datamodule=datamodule)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            last = Path(callback.dirpath) / "last.ckpt" if callback.dirpath else None
+            result.last_checkpoint = last if last and last.is_file() else \
+                (Path(callback.best_model_path) if callback.best_model_path else None)
+        if isinstance(callback, SampleGridCallback):
+            result.grids.update(callback.last_paths)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            result.tensorboard_dir = Path(logger.log_dir)
+    return result

@@ -1,0 +1,249 @@
+"""The LightningModule: UNet + GaussianDiffusion + EMA, trained on the improved-DDPM loss.
+
+What it adds to a plain training step, and why:
+
+- t and ε come from per-example seeds (``noise.py``), not from a global stream, so resuming
+  and DDP reproduce a straight single-process run.
+- The network may run in bf16/fp16 (Lightning's ``precision``), but its output is cast to
+  float32 and the diffusion maths runs outside autocast: the VLB term is a KL of nearly
+  equal Gaussians and does not survive half precision.
+- A step whose gradients are not finite is skipped (gradients dropped before AdamW sees
+  them), logged and counted; the EMA is updated only after steps that were taken.
+- The checkpoint carries ``checkpoint["priorpaint"]`` (configs, geometry, EMA weights) so it
+  alone rebuilds the prior, and the timestep sampler's loss history so resume is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+
+from ..checkpoint import prior_payload
+from ..data.datamodule import images_of
+from ..data.seeding import derive_seed
+from ..data.transforms import pair
+from ..diffusion import GaussianDiffusion, UniformSampler, create_sampler
+from .ema import build_emas, parse_rates
+from .noise import draw_t_and_noise, example_seeds
+from .schedules import lr_lambda
+from .stats import QuartileMeans
+
+__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4,
+                     "weight_decay": 0.0}
+_DEFAULT_EMA = {"rates": "0.9999", "update_every": 1, "update_after_step": 0, "inv_gamma": 1.0,
+                "power": 2 / 3}
+_DEFAULT_LR_SCHEDULE = {"warmup_steps": 0, "decay": "none", "min_ratio": 0.0}
+
+
+class DiffusionPriorModule(pl.LightningModule):
+    """Trains an unconditional improved-DDPM prior.
+
+    Args:
+        net: UNet keyword arguments (``in_channels``/``out_channels`` are derived from
+            ``channels`` and the diffusion; if given they must agree).
+        diffusion: ``GaussianDiffusion.from_config`` dict (schedule, steps, mean_type,
+            var_type, loss — ``hybrid`` by default).
+        image_size: int or [H, W] of training images; channels: 1 or 3.
+        optimizer: ``_partial_`` config of a torch optimizer (AdamW by default).
+        lr_schedule: ``warmup_steps``, ``decay`` (none|cosine|linear), ``min_ratio``.
+        grad_clip: max global gradient norm (None or 0: no clipping; norm still logged).
+        ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
+            ``inv_gamma``, ``power`` (ema-pytorch's warm-up).
+        timestep_sampler: ``uniform`` or ``loss-second-moment``.
+        seed: base of every per-example seed.
+        log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
+        data_info: stored in the checkpoint payload under ``"data"`` (for provenance).
+    """
+
+    def __init__(self, net: dict, diffusion: dict, image_size=16, channels: int = 1,
+                 optimizer: dict | None = None, lr_schedule: dict | None = None,
+                 grad_clip: float | None = 1.0, ema: dict | None = None,
+                 timestep_sampler: str = "uniform", seed: int = 0, log_every_n_steps: int = 50,
+                 data_info: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        from ..models import UNet
+
+        self.image_size = pair(image_size)
+        self.channels = int(channels)
+        self.diffusion = GaussianDiffusion.from_config(dict(diffusion))
+        self.model = UNet(**_network_kwargs(dict(net), self.channels, self.diffusion))
+        self.model.check_input_size(*self.image_size)
+        self.timestep_sampler = create_sampler(timestep_sampler, self.diffusion)
+        self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
+        ema_cfg = {**_DEFAULT_EMA, **(ema or {})}
+        self.ema_rates = parse_rates(ema_cfg.pop("rates"))
+        self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
+        self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
+        self.lr_schedule_cfg = {**_DEFAULT_LR_SCHEDULE, **(lr_schedule or {})}
+        self.grad_clip = float(grad_clip) if grad_clip else None
+        self.seed, self.log_every_n_steps = int(seed), max(1, int(log_every_n_steps))
+        self.data_info = dict(data_info or {})
+        self.stats = QuartileMeans(("loss", "mse", "vb"), self.diffusion.num_timesteps)
+        self._grad_norms: list[torch.Tensor] = []
+        self._skipped_steps = 0
+        self._step_skipped = False
+        self._clock: tuple[float, int] | None = None
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The raw network on this diffusion's indices ``t`` (mapped to the network's)."""
+        return self.model(x_t, self.diffusion.model_timesteps(t))
+
+    def _batch_number(self, batch_idx: int) -> int:
+        accumulate = max(1, int(self.trainer.accumulate_grad_batches)) if self._trainer else 1
+        return self.global_step * accumulate + batch_idx % accumulate
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Dropout draws from the global generator: reseed it per (step, rank) for exact resume.
+        torch.manual_seed(derive_seed(self.seed, 0xD409, self._batch_number(batch_idx),
+                                      self.global_rank))
+        if self._clock is None:
+            self._clock = (time.perf_counter(), self.global_step)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x0 = images_of(batch)
+        self._check_batch(x0)
+        x0 = x0.float()
+        size = x0.shape[0]
+        seeds = example_seeds(self.seed, self._batch_number(batch_idx), self.global_rank * size,
+                              size)
+        t, weights, noise = draw_t_and_noise(self.timestep_sampler, seeds, tuple(x0.shape[1:]),
+                                             x0.device)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        output = self(x_t, t)
+        with torch.autocast(device_type=x0.device.type, enabled=False):
+            losses = self.diffusion.training_losses(output.float(), x0, t, noise)
+        if self._learns_from_losses:  # (skip the host sync of the boolean mask otherwise)
+            per_example = losses["loss"].detach()
+            finite = torch.isfinite(per_example)  # a NaN must not poison the loss history
+            self.timestep_sampler.update_with_local_losses(t[finite], per_example[finite])
+        self.stats.update(t, {k: v * weights for k, v in losses.items()})
+        loss = (losses["loss"] * weights).mean()
+        self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    def _check_batch(self, x0: torch.Tensor) -> None:
+        expected = (self.channels, *self.image_size)
+        if x0.ndim != 4 or tuple(x0.shape[1:]) != expected:
+            raise ValueError(f"training batch has shape {tuple(x0.shape)} but the model expects "
+                             f"(B, {expected[0]}, {expected[1]}, {expected[2]}); make "
+                             f"data.channels / data.image_size match the model's")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip to ``grad_clip``, record the pre-clip norm, and skip non-finite steps."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = gradient_clip_val or self.grad_clip or math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not bool(torch.isfinite(norm)):
+            # Dropping the gradients makes AdamW (and GradScaler) leave weights and moments alone.
+            for p in params:
+                p.grad = None
+            self._step_skipped = True
+            self._skipped_steps += 1
+            log.warning("step %d: non-finite gradient norm (%s); optimizer step skipped "
+                        "(%d skipped so far)", self.global_step, norm.item(), self._skipped_steps)
+        else:
+            self._grad_norms.append(norm.detach())
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        self._step_skipped = False
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self._step_skipped:
+            for ema in self.emas:
+                ema.update()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        step = self.global_step
+        if step % self.log_every_n_steps == 0 and step > 0 and self._clock is not None:
+            self._flush_logs(step)
+
+    def _flush_logs(self, step: int) -> None:
+        metrics = self.stats.compute()
+        started, first_step = self._clock
+        now = time.perf_counter()
+        steps = step - first_step
+        if steps > 0:
+            images = steps * self._global_batch_size()
+            metrics["train/img_per_sec"] = images / max(now - started, 1e-9)
+        if self._grad_norms:
+            metrics["train/grad_norm"] = torch.stack(self._grad_norms).mean().item()
+            self._grad_norms.clear()
+        metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        metrics["train/skipped_steps"] = float(self._skipped_steps)
+        self._clock = (now, step)
+        if self.global_rank == 0:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=step)
+
+    def exclude_time(self, seconds: float) -> None:
+        """Leave ``seconds`` (e.g. drawing sample grids) out of the throughput measurement."""
+        if self._clock is not None:
+            self._clock = (self._clock[0] + seconds, self._clock[1])
+
+    def _global_batch_size(self) -> int:
+        size = self.trainer.datamodule.batch_size if self.trainer.datamodule is not None else 0
+        return size * self.trainer.world_size * max(1, int(self.trainer.accumulate_grad_batches))
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = instantiate(self.optimizer_cfg)(self.model.parameters())
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 \
+            else None
+        schedule = lr_lambda(total_steps=total, **self.lr_schedule_cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def prior_payload(self) -> dict:
+        """``checkpoint["priorpaint"]``: what sampling needs, with the first rate's EMA weights."""
+        ema = self.emas[0].ema_model.state_dict() if len(self.emas) else None
+        return prior_payload(self.model, self.diffusion, self.image_size, self.channels, ema,
+                             extra={"ema_rates": self.ema_rates, "global_step": self.global_step,
+                                    "data": self.data_info})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["priorpaint"] = self.prior_payload()
+        checkpoint["priorpaint_train"] = {
+            "timestep_sampler": self.timestep_sampler.state_dict(),
+            "skipped_steps": self._skipped_steps,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        train_state = checkpoint.get("priorpaint_train", {})
+        if "timestep_sampler" in train_state:
+            self.timestep_sampler.load_state_dict(train_state["timestep_sampler"])
+        self._skipped_steps = int(train_state.get("skipped_steps", 0))
+
+    def ema_model(self, index: int = 0) -> torch.nn.Module:
+        """The EMA network of rate ``ema_rates[index]`` (the raw network when there is none)."""
+        return self.emas[index].ema_model if len(self.emas) else self.model
+
+
+def _network_kwargs(net: dict, channels: int, diffusion: GaussianDiffusion) -> dict:
+    """UNet kwargs with in/out channels derived from the data and the variance type."""
+    out_channels = channels * (2 if diffusion.learns_variance else 1)
+    for key, want in (("in_channels", channels), ("out_channels", out_channels)):
+        given = net.get(key)
+        if given is not None and int(given) != want:
+            raise ValueError(f"model.{key}={given} does not fit data.channels={channels} with "
+                             f"var_type={diffusion.var_type!r} (needs {want}); drop model.{key}, "
+                             f"it is derived")
+        net[key] = want
+    net.pop("_target_", None)
+    for key in ("attention_resolutions", "channel_mult"):
+        if isinstance(net.get(key), list):
+            net[key] = tuple(net[key])
+    return net
+

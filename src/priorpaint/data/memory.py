@@ -59,12 +59,25 @@ class TensorImages(Dataset):
         return to_model_range(image)
 
 
-def load_digits_images() -> torch.Tensor:
-    """scikit-learn's bundled 1797 handwritten digits as (N, 1, 8, 8) floats in [0, 1]."""
+DIGITS_HELD_OUT = 16  # the last 16 digits: never trained on, so inpainting demos are honest
+
+
+def load_digits_images(split: str = "train") -> torch.Tensor:
+    """scikit-learn's bundled handwritten digits as (N, 1, 8, 8) floats in [0, 1].
+
+    ``split="train"``: the first 1781 of the 1797; ``"heldout"``: the last 16 (what
+    ``examples/digits`` holds); ``"all"``: every one.
+    """
     from sklearn.datasets import load_digits
 
-    images = load_digits().images  # 0..16 intensities, ink bright on dark background
-    return torch.from_numpy(images / 16.0).float().unsqueeze(1)
+    images = torch.from_numpy(load_digits().images / 16.0).float().unsqueeze(1)  # ink bright
+    if split == "train":
+        return images[:-DIGITS_HELD_OUT]
+    if split == "heldout":
+        return images[-DIGITS_HELD_OUT:]
+    if split == "all":
+        return images
+    raise ValueError(f"unknown digits split {split!r}: use train, heldout or all")
 
 
 # ----------------------------------------------------------------------------- MNIST

@@ -142,6 +142,7 @@ class PriorDataModule(pl.LightningDataModule):
             resampled=self.resampled, seed=derive_seed(self.seed, step),
             epoch_length=self.epoch_length, hflip=self.hflip, drop_last=True,
             num_workers=self.num_workers, rank=rank, world_size=world)
+        self.shard_stats = dataset.stats   # decode/read failures, counted across workers
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())

@@ -3,10 +3,10 @@
 Data flows data -> model -> diffusion -> here; nothing in this package defines maths.
 """
 
-from .callbacks import SampleGridCallback, StepCheckpoint
+from .callbacks import SampleGridCallback, ShardStatsLogger, StepCheckpoint
 from .ema import build_emas, parse_rates
 from .module import DiffusionPriorModule
 from .schedules import WarmupDecay
 
-__all__ = ["DiffusionPriorModule", "SampleGridCallback", "StepCheckpoint", "WarmupDecay", "build_emas",
-           "parse_rates"]
+__all__ = ["DiffusionPriorModule", "SampleGridCallback", "ShardStatsLogger", "StepCheckpoint",
+           "WarmupDecay", "build_emas", "parse_rates"]

@@ -20,7 +20,7 @@ from torchvision.utils import make_grid, save_image
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 
-__all__ = ["SampleGridCallback", "StepCheckpoint"]
+__all__ = ["SampleGridCallback", "StepCheckpoint", "ShardStatsLogger"]
 
 
 class SampleGridCallback(pl.Callback):
@@ -69,7 +69,10 @@ class SampleGridCallback(pl.Callback):
         started = time.perf_counter()
         self._last_step = trainer.global_step
         network = pl_module.ema_model(self.ema_index)
-        diffusion = pl_module.diffusion.respace(self.respacing)
+        spec = self.respacing
+        if spec.isdigit() and int(spec) > pl_module.diffusion.num_timesteps:
+            spec = str(pl_module.diffusion.num_timesteps)   # a short chain: sample all of it
+        diffusion = pl_module.diffusion.respace(spec)
         shape = (self.num_samples, pl_module.channels, *pl_module.image_size)
         was_training = network.training
         network.eval()
@@ -137,3 +140,23 @@ def _to01(images: torch.Tensor) -> torch.Tensor:
 
 def _columns(count: int) -> int:
     return max(1, int(round(count ** 0.5)))
+
+
+class ShardStatsLogger(pl.Callback):
+    """Log the shard stream's counters (samples read, decode and read errors, samples lost).
+
+    A corrupt image or a truncated shard is skipped by the stream so training goes on; these
+    counters are how the loss shows up in TensorBoard instead of passing silently.
+    """
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = int(every_n_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stats = getattr(trainer.datamodule, "shard_stats", None) if trainer.datamodule else None
+        if stats is None or self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
+            return
+        counts = {f"data/{name}": float(value) for name, value in stats.as_dict().items()}
+        # every rank streams its own shards: the logged counts are totals over ranks
+        pl_module.log_dict(counts, on_step=True, on_epoch=False, reduce_fx="sum",
+                           sync_dist=True)

@@ -67,9 +67,12 @@ def test_ddp_two_ranks_equal_one_process_with_double_batch(tmp_path):
 
     single = run_training(compose_config([*COMMON, "data.batch_size=8",
                                           f"run_dir={tmp_path / 'single'}"])).module
-    _assert_same(single.model.state_dict(), ranks[0]["model"], 1e-6, "DDP vs single process")
+    # Adam divides by √v: on near-zero gradients (zero-initialised output conv) the round-off
+    # of a 2-rank all-reduce vs a 1-process sum moves a weight by up to ~1e-5 (seen once under
+    # heavy load). A wrong batch split moves weights by ~lr = 1e-3, far above this tolerance.
+    _assert_same(single.model.state_dict(), ranks[0]["model"], 5e-5, "DDP vs single process")
     for ema, saved in zip(single.emas, ranks[0]["emas"], strict=True):
-        _assert_same(ema.state_dict(), saved, 1e-6, "EMA: DDP vs single process")
+        _assert_same(ema.state_dict(), saved, 5e-5, "EMA: DDP vs single process")
     # The sampler saw the same (t, loss) pairs in the same order: both ranks' losses, gathered.
     _assert_same(single.timestep_sampler.state_dict(), ranks[0]["sampler"], 1e-6, "sampler")
     assert int(single.timestep_sampler.state_dict()["loss_counts"].sum()) == 16

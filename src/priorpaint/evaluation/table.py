@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..metrics.report import json_safe
+
 __all__ = ["format_value", "format_table", "write_rows"]
 
 
@@ -42,18 +44,6 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_rows(rows: Sequence[dict], folder: str | Path, name: str,
                header: dict | None = None) -> tuple[Path, Path]:
     """``{name}.json`` ({**header, "rows": rows}) and ``{name}.csv`` (one line per row)."""
@@ -61,7 +51,7 @@ def write_rows(rows: Sequence[dict], folder: str | Path, name: str,
     folder.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = folder / f"{name}.json", folder / f"{name}.csv"
     document = {**(header or {}), "rows": list(rows)}
-    json_path.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    json_path.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")

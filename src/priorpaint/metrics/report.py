@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["aggregate", "write_metrics"]
+__all__ = ["aggregate", "write_metrics", "json_safe"]
 
 
 def _plain(value):
@@ -64,13 +64,13 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def _json_safe(value):
+def json_safe(value):
     """JSON has no NaN/inf: write them as null (strict JSON every reader accepts)."""
     value = _plain(value)
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Path):
@@ -89,7 +89,7 @@ def write_metrics(rows: list[dict], summary: dict, out_dir: str | Path) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "metrics.json", out / "metrics.csv"
     plain_rows = [{str(k): _plain(v) for k, v in row.items()} for row in rows]
-    json_path.write_text(json.dumps(_json_safe({"summary": summary, "per_image": plain_rows}),
+    json_path.write_text(json.dumps(json_safe({"summary": summary, "per_image": plain_rows}),
                                     indent=2, allow_nan=False) + "\n")
     columns = list(dict.fromkeys(key for row in plain_rows for key in row))
     with csv_path.open("w", newline="") as handle:

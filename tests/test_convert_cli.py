@@ -161,3 +161,30 @@ def test_module_entry_point_runs(guided, guided_pt, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and f"ckpt={out}" in result.stdout
+
+
+def test_converted_checkpoint_fine_tunes_through_train_py(guided, guided_pt, tmp_path):
+    """init_from= starts a run from the converted weights (network + diffusion from the file)."""
+    from priorpaint.lightning.launch import compose_config, run_training
+
+    ckpt = tmp_path / "tiny.ckpt"
+    assert main(["guided-diffusion", str(guided_pt), str(ckpt), *_flags(guided),
+                 "diffusion_steps=100", "noise_schedule=cosine"]) == 0
+    base = ["data=digits", "data.image_size=32", "data.channels=3", "data.batch_size=2",
+            "trainer.max_steps=1", "trainer.precision=32-true", "num_threads=1",
+            "logger=none", "~callbacks.sample_grid",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+            "module.optimizer.lr=0.0", f"run_dir={tmp_path / 'run'}", f"init_from={ckpt}"]
+    result = run_training(compose_config(base))
+    reference = load_prior(ckpt).model.state_dict()
+    for key, value in result.module.model.state_dict().items():   # lr 0: still the converted
+        assert torch.equal(value, reference[key]), key
+    for key, value in result.module.emas[0].ema_model.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    assert result.module.diffusion.num_timesteps == 100
+    tuned = load_prior(result.last_checkpoint)
+    assert tuned.model.config == load_prior(ckpt).model.config
+    with pytest.raises(ValueError, match="3-channel prior but data.channels=1"):
+        run_training(compose_config([*base, "data.channels=1"]))
+    with pytest.raises(ValueError, match="not both"):
+        run_training(compose_config([*base, f"ckpt_path={ckpt}"]))

@@ -10,7 +10,7 @@ command lines their authors trained with. Presets hold those flags (the RePaint 
 improved-diffusion README); ``key=value`` sets or overrides any of them, with the references'
 own flag names (``create_model`` and ``create_gaussian_diffusion`` arguments). The output
 carries model config, diffusion config, image size and channels, so ``sample.py ckpt=out.ckpt``
-needs no other flag and ``train.py init_from=out.ckpt`` fine-tunes it.
+needs no other flag and ``python train.py init_from=out.ckpt`` fine-tunes it.
 """
 
 from __future__ import annotations

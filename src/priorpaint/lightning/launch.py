@@ -127,9 +127,12 @@ def _fit(cfg: DictConfig) -> TrainResult:
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg["data_info"] = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True)
                                .items() if not k.startswith("_")}
+    prior = _init_prior(cfg, module_cfg)
     # Plain containers (not DictConfig) so the checkpoint loads with torch.load(weights_only=True).
     module = get_class(module_cfg.pop("_target_"))(**module_cfg)
     check_geometry(datamodule, module)
+    if prior is not None:
+        _load_init_weights(module, prior, cfg.init_from)
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
@@ -141,6 +144,45 @@ def _fit(cfg: DictConfig) -> TrainResult:
               f"T={module.diffusion.num_timesteps}; run dir: {run_dir}", flush=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     return _result(run_dir, trainer, module, datamodule)
+
+
+def _init_prior(cfg: DictConfig, module_cfg: dict):
+    """``init_from=ckpt``: fine-tune a prior (e.g. one converted from guided-diffusion).
+
+    The network and diffusion are the checkpoint's (so model=/diffusion= choices are replaced,
+    with a note); optimizer, step and EMA start fresh. ``ckpt_path=`` is different: it resumes
+    a priorpaint training run exactly, optimizer and step included.
+    """
+    if not cfg.get("init_from"):
+        return None
+    if cfg.get("ckpt_path"):
+        raise ValueError("give init_from= (start a new run from a prior's weights) or ckpt_path= "
+                         "(resume a run exactly), not both")
+    from ..checkpoint import load_prior
+
+    prior = load_prior(cfg.init_from, use_ema=bool(cfg.get("init_from_ema", True)))
+    if prior.channels != int(cfg.data.channels):
+        raise ValueError(f"init_from={cfg.init_from} is a {prior.channels}-channel prior but "
+                         f"data.channels={cfg.data.channels}: set data.channels={prior.channels}")
+    net = dict(prior.model.config)
+    net.pop("in_channels", None), net.pop("out_channels", None)
+    module_cfg["net"] = net
+    module_cfg["diffusion"] = {k: v for k, v in prior.info["diffusion_config"].items()
+                               if k != "respacing"}
+    print(f"[priorpaint] init_from={cfg.init_from}: network and diffusion taken from the "
+          f"checkpoint ({prior.weights} weights; model=/diffusion= settings are not used)",
+          flush=True)
+    return prior
+
+
+def _load_init_weights(module, prior, path) -> None:
+    if tuple(prior.image_size) != tuple(module.image_size):
+        print(f"[priorpaint] note: {path} was trained on {prior.image_size[0]}x"
+              f"{prior.image_size[1]} images, this run uses {module.image_size[0]}x"
+              f"{module.image_size[1]}", flush=True)
+    module.model.load_state_dict(prior.model.state_dict())
+    for ema in module.emas:   # EMAs start from the loaded weights, not the random init
+        ema.copy_params_from_model_to_ema()
 
 
 def _result(run_dir, trainer, module, datamodule) -> TrainResult:

@@ -6,13 +6,11 @@ JSON (strict JSON has no NaN) and as "nan"/"inf" in CSV, like ``metrics.write_me
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..metrics.report import json_safe
+from ..metrics.report import write_json_csv
 
 __all__ = ["format_value", "format_table", "write_rows"]
 
@@ -47,14 +45,4 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 def write_rows(rows: Sequence[dict], folder: str | Path, name: str,
                header: dict | None = None) -> tuple[Path, Path]:
     """``{name}.json`` ({**header, "rows": rows}) and ``{name}.csv`` (one line per row)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = folder / f"{name}.json", folder / f"{name}.csv"
-    document = {**(header or {}), "rows": list(rows)}
-    json_path.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    return json_path, csv_path
+    return write_json_csv(folder, name, {**(header or {}), "rows": list(rows)}, list(rows))

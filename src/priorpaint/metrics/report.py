@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["aggregate", "write_metrics", "json_safe"]
+__all__ = ["aggregate", "write_metrics", "write_json_csv", "json_safe"]
 
 
 def _plain(value):
@@ -85,15 +85,22 @@ def write_metrics(rows: list[dict], summary: dict, out_dir: str | Path) -> tuple
     are the union of the rows' keys in first-seen order; a missing value is an empty cell.
     Returns the two paths.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out / "metrics.json", out / "metrics.csv"
     plain_rows = [{str(k): _plain(v) for k, v in row.items()} for row in rows]
-    json_path.write_text(json.dumps(json_safe({"summary": summary, "per_image": plain_rows}),
-                                    indent=2, allow_nan=False) + "\n")
-    columns = list(dict.fromkeys(key for row in plain_rows for key in row))
+    return write_json_csv(out_dir, "metrics", {"summary": summary, "per_image": plain_rows},
+                          plain_rows)
+
+
+def write_json_csv(folder: str | Path, name: str, document: dict,
+                   rows: list[dict]) -> tuple[Path, Path]:
+    """``{name}.json`` (``document``, strict JSON) and ``{name}.csv`` (``rows``; columns are the
+    union of the rows' keys in first-seen order, a missing value an empty cell)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = folder / f"{name}.json", folder / f"{name}.csv"
+    json_path.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
-        writer.writerows(plain_rows)
+        writer.writerows(rows)
     return json_path, csv_path

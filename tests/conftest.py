@@ -27,3 +27,14 @@ def golden(shared_data):
         return torch.load(path, weights_only=True)
 
     return load
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and oversubscribed cores make them crawl."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,9 +14,8 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from tiny import save_tiny_prior
 
-from priorpaint.checkpoint import save_prior
-from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.evaluation import (
     MetricOptions,
     MetricSuite,
@@ -27,7 +26,6 @@ from priorpaint.evaluation import (
 from priorpaint.evaluation.cli import run
 from priorpaint.masks import load_masks_for
 from priorpaint.metrics import InceptionMetrics, MetricUnavailable, frechet_distance
-from priorpaint.models import UNet
 from priorpaint.sampling import count_network_calls, jump_schedule
 from priorpaint.sampling.run import run as sample_run
 
@@ -36,22 +34,12 @@ STEPS = 40   # the prior's diffusion steps: room for a 30-call slowing-down row
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _single_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 def _save_ckpt(path, seed=0):
-    torch.manual_seed(seed)
-    model = UNet(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-                 attention_resolutions=(), channel_mult=(1, 2))
-    with torch.no_grad():  # untrained, but not the zero output of a fresh init
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": STEPS})
-    return save_prior(path, model, diffusion, (8, 8), 3)
+    return save_tiny_prior(path, 3, (8, 8), steps=STEPS, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,9 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from tiny import save_tiny_prior
 
-from priorpaint.checkpoint import save_prior
-from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.masks import MASK_ALIASES, MASK_KINDS, MaskWarning, load_mask
-from priorpaint.models import UNet
 from priorpaint.sampling.run import file_sha256, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,23 +23,12 @@ FAST = ["jump_length=5", "jump_n_sample=2", "progress=false"]  # 20 + 15 network
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _single_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 def _checkpoint(path, channels, size):
-    torch.manual_seed(0)
-    model = UNet(in_channels=channels, model_channels=32, out_channels=2 * channels,
-                 num_res_blocks=1, attention_resolutions=(), channel_mult=(1, 2))
-    with torch.no_grad():  # untrained, but not the zero output of a fresh init
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ema = {k: v + 0.01 for k, v in model.state_dict().items()}
-    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": 20})
-    return save_prior(path, model, diffusion, size, channels, ema_state_dict=ema)
+    return save_tiny_prior(path, channels, size, steps=20, with_ema=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
+from tiny import save_tiny_prior
 
-from priorpaint.checkpoint import save_prior
-from priorpaint.diffusion import GaussianDiffusion
-from priorpaint.models import UNet
 from priorpaint.sampling.distributed import Ranks, shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,14 +22,7 @@ FAST = ["steps=6", "jump_length=2", "jump_n_sample=2", "progress=false", "n_samp
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    torch.manual_seed(0)
-    model = UNet(in_channels=1, model_channels=32, out_channels=2, num_res_blocks=1,
-                 attention_resolutions=(), channel_mult=(1, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ckpt = save_prior(root / "m.ckpt", model,
-                      GaussianDiffusion.from_config({"schedule": "cosine", "steps": 30}), 8, 1)
+    ckpt = save_tiny_prior(root / "m.ckpt", channels=1, size=8, steps=30)
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)

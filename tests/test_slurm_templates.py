@@ -51,3 +51,10 @@ def test_train_template_resumes_in_the_same_run_folder():
     assert 'RUN_DIR="runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}"' in text
     assert 'ckpt_path="$RESUME"' in text and "checkpoints/last.ckpt" in text
     assert "trainer=ddp" in text and "--signal=SIGUSR1@" in text
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_train_template_strategy_names_a_trainer_config(strategy):
+    text = render((SLURM / "train.sbatch").read_text(), {"STRATEGY": strategy})
+    assert f"srun python train.py trainer={strategy} " in text
+    assert (REPO / "configs" / "trainer" / f"{strategy}.yaml").is_file()

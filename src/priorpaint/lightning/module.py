@@ -22,6 +22,7 @@ import time
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from torch.distributed.tensor import DTensor
 
 from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
@@ -94,6 +95,21 @@ class DiffusionPriorModule(pl.LightningModule):
         self._step_skipped = False
         self._clock: tuple[float, int] | None = None
 
+    def configure_model(self) -> None:
+        """Shard the network when the strategy hands us a device mesh (``trainer=fsdp``).
+
+        Other strategies leave ``device_mesh`` unset and the network whole.
+        """
+        if self.device_mesh is None:
+            return
+        if not len(self.emas):
+            raise ValueError("trainer=fsdp samples and saves the whole EMA network, the sharded "
+                             "raw weights cannot be sampled on rank 0: set module.ema.rates "
+                             "(e.g. '0.9999')")
+        from .fsdp import shard_network  # (torch.distributed imports only when sharding)
+
+        shard_network(self.model, self.device_mesh["data_parallel"])
+
     # ------------------------------------------------------------------ training
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The raw network on this diffusion's indices ``t`` (mapped to the network's)."""
@@ -145,6 +161,8 @@ class DiffusionPriorModule(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = gradient_clip_val or self.grad_clip or math.inf
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if isinstance(norm, DTensor):  # FSDP: the norm over all shards, the same on every rank
+            norm = norm.full_tensor()
         if not bool(torch.isfinite(norm)):
             # Dropping the gradients makes AdamW (and GradScaler) leave weights and moments alone.
             for p in params:

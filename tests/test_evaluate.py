@@ -14,7 +14,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior
+from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.evaluation import (
     MetricOptions,
@@ -50,11 +50,7 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """An RGB and a grey 8x8 image (grey goes through the RGB model and comes back grey)."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "a.png")
-    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / "b.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images"), (8, 8, 3), (8, 8))
 
 
 def compose_config(name, *overrides):

@@ -13,7 +13,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior
+from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.masks import MASK_ALIASES, MASK_KINDS, MaskWarning, load_mask
 from priorpaint.sampling.run import file_sha256, run
@@ -44,11 +44,7 @@ def grey_ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """An RGB image of another size than the model's, and a grey one of the model's size."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / "a.png")
-    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / "b.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images"), (20, 24, 3), (16, 16))
 
 
 def config(*overrides):

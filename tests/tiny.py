@@ -1,6 +1,8 @@
 """Tiny untrained priors for sampling/evaluation tests (imported by test modules)."""
 
+import numpy as np
 import torch
+from PIL import Image
 
 from priorpaint.checkpoint import save_prior
 from priorpaint.diffusion import GaussianDiffusion
@@ -25,3 +27,12 @@ def save_tiny_prior(path, channels: int = 3, size=(8, 8), steps: int = 20, seed:
     ema = {k: v + 0.01 for k, v in model.state_dict().items()} if with_ema else None
     diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": steps})
     return save_prior(path, model, diffusion, size, channels, ema_state_dict=ema)
+
+
+def write_random_images(folder, *shapes):
+    """Seeded random uint8 PNGs ``a.png``, ``b.png``... of the given (H, W[, C]) shapes."""
+    rng = np.random.default_rng(0)
+    for index, shape in enumerate(shapes):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{chr(ord('a') + index)}.png")
+    return folder

@@ -93,9 +93,6 @@ class ShardStats:
             return self.as_dict()[name]
         raise AttributeError(name)
 
-    def reset(self) -> None:
-        self._counts[:] = [0] * len(self._counts)
-
     def __getstate__(self):
         # Shared memory travels only to processes being started (DataLoader workers); a plain
         # pickle/deepcopy gets a detached copy of the current totals instead of an error.

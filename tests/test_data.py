@@ -183,3 +183,23 @@ def test_fast_dev_run_shards(tmp_path):
     missing = str(tmp_path / "shards" / "shard-{000000..000002}.tar")
     with pytest.raises(FileNotFoundError, match="1 of 3 shards.*shard-000002.tar"):
         PriorDataModule("shards", image_size=8, channels=3, urls=missing).setup()
+
+
+def test_indices_keep_only_that_range_of_items():
+    """data.indices='a:b' trains on items a..b-1 only (the MNIST t10k train/eval/held-out split)."""
+    import pytest
+    import torch
+
+    from priorpaint.data.datamodule import IndexRange, PriorDataModule, build_dataset
+
+    whole = build_dataset("digits", 16, 1)
+    part = build_dataset("digits", 16, 1, indices="10:20")
+    assert isinstance(part, IndexRange) and len(part) == 10
+    assert torch.equal(part[0], whole[10]) and torch.equal(part[9], whole[19])
+    assert torch.equal(part[(3, 7)], whole[(13, 7)])            # (index, seed) keys keep their seed
+    assert len(build_dataset("digits", 16, 1, indices=[1780, None])) == len(whole) - 1780
+    for bad in ("5", "a:b", "-1:3"):
+        with pytest.raises(ValueError, match="data.indices"):
+            PriorDataModule("digits", indices=bad)
+    with pytest.raises(ValueError, match="selects no image"):
+        build_dataset("digits", 16, 1, indices="5000:6000")

@@ -21,10 +21,65 @@ __all__ = ["PriorDataModule", "build_dataset", "images_of", "SOURCES"]
 SOURCES = ("digits", "folder", "mnist", "shards")
 
 
+def parse_indices(indices) -> slice | None:
+    """``"start:stop"`` (either side may be empty) or ``[start, stop]`` as a slice; None = all.
+
+    Why: a fixed split of one file (e.g. MNIST t10k: 0-6999 to train, 7000-7999 to evaluate,
+    8000-9999 held out) must be chosen by index, reproducibly, without copying the data.
+    """
+    if indices is None or indices == "" or indices == "all":
+        return None
+    if isinstance(indices, str):
+        parts = indices.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"data.indices must look like 'start:stop' (e.g. '0:7000'), "
+                             f"got {indices!r}")
+    else:
+        parts = list(indices)
+        if len(parts) != 2:
+            raise ValueError(f"data.indices must be [start, stop], got {indices!r}")
+    try:
+        start, stop = (int(p) if str(p).strip() not in ("", "None") else None for p in parts)
+    except ValueError:
+        raise ValueError(f"data.indices must hold whole numbers, got {indices!r}") from None
+    if (start is not None and start < 0) or (stop is not None and stop < 0):
+        raise ValueError(f"data.indices must be non-negative, got {indices!r}")
+    return slice(start, stop)
+
+
+class IndexRange(Dataset):
+    """Items ``range(len(base))[span]`` of a map-style dataset, re-indexed from 0.
+
+    Keys keep their ``(index, seed)`` form, so augmentation stays tied to the item.
+    """
+
+    def __init__(self, base: Dataset, span: slice, name: str):
+        self.base, self.ids = base, range(len(base))[span]
+        if len(self.ids) == 0:
+            raise ValueError(f"data.indices={span.start}:{span.stop} selects no image of "
+                             f"{name} ({len(base)} images)")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        return self.base[(self.ids[index], seed) if seed is not None else self.ids[index]]
+
+
 def build_dataset(source: str, image_size, channels: int, *, path=None, root=None,
                   split: str = "auto", pad: int = 0, crop: str = "center",
-                  hflip: bool = False) -> Dataset:
-    """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``)."""
+                  hflip: bool = False, indices=None) -> Dataset:
+    """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``),
+    restricted to ``indices`` (see ``parse_indices``) when given."""
+    span = parse_indices(indices)
+    dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
+                            pad=pad, crop=crop, hflip=hflip)
+    return dataset if span is None else IndexRange(dataset, span, f"data={source}")
+
+
+def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
+                  hflip) -> Dataset:
     from .folder import ImageFolder
     from .memory import TensorImages, load_digits_images, load_mnist_images
 
@@ -53,6 +108,7 @@ class PriorDataModule(pl.LightningDataModule):
         batch_size: per process (the global batch is batch_size x world size).
         crop: ``center`` or ``random``; hflip: random left-right mirroring.
         seed: drives shuffling and augmentation (with the example index).
+        indices: ``"start:stop"`` keeps only those items (e.g. MNIST t10k ``"0:7000"``).
         num_workers: DataLoader worker processes.
         shuffle_buffer, resampled, epoch_length: shard streaming options.
     """
@@ -61,7 +117,7 @@ class PriorDataModule(pl.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, crop: str = "center",
                  hflip: bool = False, shuffle: bool = True, seed: int = 0, path=None, root=None,
                  split: str = "auto", pad: int = 0, urls=None, shuffle_buffer: int = 1000,
-                 resampled: bool = True, epoch_length: int | None = None):
+                 resampled: bool = True, epoch_length: int | None = None, indices=None):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
@@ -76,6 +132,11 @@ class PriorDataModule(pl.LightningDataModule):
         self.path, self.root, self.split, self.pad = path, root, split, int(pad)
         self.urls, self.shuffle_buffer = urls, int(shuffle_buffer)
         self.resampled, self.epoch_length = bool(resampled), epoch_length
+        self.indices = indices
+        parse_indices(indices)  # fail at construction on a malformed range
+        if source == "shards" and indices is not None:
+            raise ValueError("data.indices selects items of a map-style source (digits, folder, "
+                             "mnist); shards stream: pass the shard files you want in data.urls")
         self.dataset: Dataset | None = None
         if source == "shards" and not urls:
             raise ValueError("data=shards needs data.urls=/path/shard-{000000..000009}.tar")
@@ -88,7 +149,8 @@ class PriorDataModule(pl.LightningDataModule):
         elif self.dataset is None:
             self.dataset = build_dataset(self.source, self.image_size, self.channels,
                                          path=self.path, root=self.root, split=self.split,
-                                         pad=self.pad, crop=self.crop, hflip=self.hflip)
+                                         pad=self.pad, crop=self.crop, hflip=self.hflip,
+                                         indices=self.indices)
 
     def _check_shards(self) -> None:
         """Local shard files must exist (remote and pipe: URLs are checked when streamed)."""

@@ -46,11 +46,14 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def report_user_errors(prog: str, extra: Iterable[type[BaseException]] = ()) -> Callable:
+def report_user_errors(prog: str, extra: Iterable[type[BaseException]] = (),
+                       returns_status: bool = False) -> Callable:
     """Decorator for an entry point's main: user errors -> one stderr line and exit status 2.
 
-    ``extra`` adds exception types that are user errors for this entry point only. Set
-    ``PRIORPAINT_TRACEBACK=1`` to see the traceback of a user error as well.
+    ``extra`` adds exception types that are user errors for this entry point only.
+    ``returns_status``: main returns its exit status (``raise SystemExit(main(argv))``), so
+    the wrapper returns 2 rather than raising SystemExit(2). Set ``PRIORPAINT_TRACEBACK=1`` to
+    see the traceback of a user error as well.
     """
     caught = USER_ERRORS + tuple(extra)
 
@@ -63,6 +66,8 @@ def report_user_errors(prog: str, extra: Iterable[type[BaseException]] = ()) -> 
                 if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
                     raise
                 print(f"{prog}: error: {one_line(error)}", file=sys.stderr, flush=True)
+                if returns_status:
+                    return 2
                 raise SystemExit(2) from None
         return wrapper
 

@@ -121,7 +121,22 @@ def run_training(cfg: DictConfig) -> TrainResult:
         torch.set_num_threads(threads)
 
 
+def _check_command_line(cfg: DictConfig) -> None:
+    """Missing values and paths that do not exist, named before anything is built."""
+    from ..cli import UserError, check_missing_keys
+
+    check_missing_keys(cfg)
+    what = {"ckpt_path": "a run's checkpoints/last.ckpt to resume, or leave ckpt_path out",
+            "init_from": "a priorpaint checkpoint (train.py's or priorpaint.convert's output)"}
+    for key, hint in what.items():
+        path = cfg.get(key)
+        special = str(path) in ("last", "hpc", "best", "registry") or "://" in str(path)
+        if path and not special and not Path(path).exists():
+            raise UserError(f"{key}={path} does not exist: give {hint}")
+
+
 def _fit(cfg: DictConfig) -> TrainResult:
+    _check_command_line(cfg)
     _single_log_stream()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -135,8 +135,23 @@ def _check_command_line(cfg: DictConfig) -> None:
             raise UserError(f"{key}={path} does not exist: give {hint}")
 
 
+def _follow_hydra_output_dir(cfg: DictConfig) -> None:
+    """One output folder for both spellings: ``run_dir=X`` sets ``hydra.run.dir`` (train.yaml
+    says ``hydra.run.dir: ${run_dir}``), and ``hydra.run.dir=X`` (or a multirun's job folder)
+    is where Hydra wrote its .hydra record, so run_dir takes that value and every
+    ``${run_dir}`` (checkpoints, TensorBoard, grids) follows it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():   # compose API (tests, notebooks): run_dir as given
+        return
+    output = HydraConfig.get().runtime.output_dir
+    if output and Path(output).resolve() != Path(cfg.run_dir).resolve():
+        cfg.run_dir = output
+
+
 def _fit(cfg: DictConfig) -> TrainResult:
     _check_command_line(cfg)
+    _follow_hydra_output_dir(cfg)
     _single_log_stream()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

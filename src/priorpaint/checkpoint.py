@@ -155,7 +155,9 @@ def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
             name = str(e).split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in str(e) else "?"
-            raise UserError(f"{path} is a complete torch file that holds pickled objects ({name}) "
+            # a legacy file's tensor bytes follow its pickles unchecked: it may still be cut
+            kind = "legacy (pre-1.6) torch file" if _is_legacy(path) else "complete torch file"
+            raise UserError(f"{path} is a {kind} that holds pickled objects ({name}) "
                             f"that safe (weights-only) loading refuses; only if you trust its "
                             f"source, load it with priorpaint.checkpoint.load_prior(path, "
                             f"trusted=True)") from e
@@ -166,12 +168,18 @@ def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
 LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
 
 
+def _is_legacy(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+
+
 def torch_file_problem(path) -> str | None:
     """Why ``path`` cannot be a whole torch.save file, or None when its structure is sound.
 
     Zip format (torch >= 1.6): the central directory sits at the end, so a cut file does not
     open, and the archive must hold a data.pkl. Legacy format: the magic number, then the
-    pickles of protocol, sys info, object and storage keys must all parse to their STOP.
+    pickles of protocol, sys info, object and storage keys must all parse to their STOP (the
+    raw tensor bytes after them are not checked).
     """
     import pickletools
     import zipfile

@@ -57,6 +57,7 @@ TRAIN_ERRORS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", TRAIN_ERRORS)
 def test_train_py_user_errors_are_one_line(files, tmp_path, case):
     args, fragments = TRAIN_ERRORS[case]

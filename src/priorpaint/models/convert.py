@@ -277,7 +277,10 @@ def _diagnose(config, ckpt, own, missing, unexpected, shapes) -> list[str]:
         hints.append(f"input_blocks.0.0 takes {n_in} input channels but config says in_channels="
                      f"{in_ch}: set in_channels={n_in}")
     n_out = ckpt["out.2.weight"].shape[0] if "out.2.weight" in ckpt else out_ch
-    if n_out != out_ch:
+    if n_out != out_ch and n_in != in_ch and in_ch and n_in and out_ch * n_in == n_out * in_ch:
+        hints.append(f"out.2 has {n_out} output channels, {n_out // n_in} x its {n_in} input "
+                     f"channels as the config's learn_sigma says: in_channels={n_in} fixes both")
+    elif n_out != out_ch:
         # learned sigma doubles the checkpoint's OWN input channels (not the config's)
         sigma = {2 * (n_in or 0): "True", n_in: "False"}.get(n_out)
         hints.append(f"out.2 has {n_out} output channels but config says out_channels={out_ch}: "

@@ -114,3 +114,18 @@ def test_only_user_errors_lose_their_traceback(monkeypatch, capsys):
     with pytest.raises(UserError):
         user_mistake()
     assert one_line(ValueError("a\n  b\nc:\n  - d")) == "a; b; c: d"
+
+
+@pytest.mark.slow
+def test_resuming_with_another_network_names_the_differences(tmp_path, one_thread):
+    from priorpaint.lightning.launch import compose_config, run_training
+
+    base = ["model=tiny", "data.image_size=8", "trainer.max_steps=1", "trainer.precision=32-true",
+            "~callbacks.sample_grid", *QUIET, "trainer.enable_model_summary=false"]
+    first = run_training(compose_config([*base, f"run_dir={tmp_path / 'a'}"]))
+    ckpt = first.last_checkpoint
+    other = compose_config([*base, "model.num_res_blocks=2", f"ckpt_path={ckpt}",
+                            f"run_dir={tmp_path / 'b'}"])
+    with pytest.raises(UserError, match=rf"ckpt_path={ckpt} was trained with another network: "
+                                        r"num_res_blocks=1 \(this command: 2\)"):
+        run_training(other)

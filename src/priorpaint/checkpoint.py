@@ -134,7 +134,7 @@ def _load_file(path: Path, map_location, trusted: bool):
 
 
 def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
-                    what: str = "checkpoint"):
+                    what: str = "checkpoint", mmap: bool = False):
     """``torch.load`` that tells a broken file from a real one holding pickled objects.
 
     torch answers a truncated or foreign file with whatever its parser trips on (OSError
@@ -144,7 +144,8 @@ def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted)
+        return torch.load(path, map_location=map_location, weights_only=not trusted,
+                          mmap=mmap and not _is_legacy(path))
     except MemoryError:
         raise
     except Exception as e:   # any parser failure: say what the file is, not where torch tripped

@@ -135,6 +135,33 @@ def _check_command_line(cfg: DictConfig) -> None:
             raise UserError(f"{key}={path} does not exist: give {hint}")
 
 
+def _check_resume(cfg: DictConfig, module) -> None:
+    """``ckpt_path=`` needs the run's own network: name the settings that differ (and the run's
+    recorded arguments) instead of a page of size mismatches from load_state_dict."""
+    path = Path(str(cfg.get("ckpt_path") or ""))
+    if not cfg.get("ckpt_path") or not path.is_file():
+        return
+    from ..checkpoint import load_torch_file
+    from ..cli import UserError
+
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    saved = load_torch_file(path, mmap=True)
+    theirs = (saved.get("priorpaint") or {}).get("model_config") if isinstance(saved, dict) else None
+    if not theirs:
+        return   # not one of ours: Lightning says what it can
+    ours = dict(module.model.config)
+    differ = [f"{k}={plain(theirs.get(k))} (this command: {plain(ours.get(k))})"
+              for k in sorted(set(theirs) | set(ours)) if plain(theirs.get(k)) != plain(ours.get(k))]
+    if differ:
+        record = path.parent.parent / ".hydra" / "overrides.yaml"
+        args = " ".join(OmegaConf.load(record)) if record.is_file() else ""
+        raise UserError(f"ckpt_path={path} was trained with another network: {'; '.join(differ)}; "
+                        "resume with the run's own arguments"
+                        + (f" ({record}: {args})" if args else ""))
+
+
 def _follow_hydra_output_dir(cfg: DictConfig) -> None:
     """One output folder for both spellings: ``run_dir=X`` sets ``hydra.run.dir`` (train.yaml
     says ``hydra.run.dir: ${run_dir}``), and ``hydra.run.dir=X`` (or a multirun's job folder)
@@ -166,6 +193,7 @@ def _fit(cfg: DictConfig) -> TrainResult:
     # Plain containers (not DictConfig) so the checkpoint loads with torch.load(weights_only=True).
     module = get_class(module_cfg.pop("_target_"))(**module_cfg)
     check_geometry(datamodule, module)
+    _check_resume(cfg, module)
     if prior is not None:
         _load_init_weights(module, prior, cfg.init_from)
 

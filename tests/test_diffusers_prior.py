@@ -280,7 +280,7 @@ def test_harmless_keys_are_accepted(folder, tmp_path):
     config, _ = diffusion_config_from_scheduler({
         "_class_name": "DDIMScheduler", "_diffusers_version": "0.1.1", "set_alpha_to_one": False,
         "steps_offset": 1, "timestep_spacing": "trailing", "skip_prk_steps": True, "eta": 0.5,
-        "clip_sample": False})
+        "tensor_format": "pt", "clip_sample": False})
     assert config == diffusion_config_from_scheduler({"clip_sample": False})[0]
 
 

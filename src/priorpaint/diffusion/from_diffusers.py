@@ -26,8 +26,10 @@ Accepted and not used, because they only choose how diffusers' own pipelines *sa
 steps=`` respacing decides that here), ``set_alpha_to_one`` (DDIM/PNDM's last step;
 priorpaint's DDIM always ends at ᾱ = 1), ``skip_prk_steps`` (PNDM), ``eta`` (RePaintScheduler's
 DDIM η: ``sample.py eta=``), ``dynamic_thresholding_ratio`` and ``sample_max_value`` (read only
-when ``thresholding`` is true, which is refused), and keys starting with ``_`` (diffusers'
-own bookkeeping such as ``_class_name``, ``_diffusers_version``: never constructor arguments).
+when ``thresholding`` is true, which is refused), ``tensor_format`` (diffusers ≤ 0.3: whether
+its schedulers returned numpy or torch arrays; old hub folders still carry it), and keys
+starting with ``_`` (diffusers' own bookkeeping such as ``_class_name``,
+``_diffusers_version``: never constructor arguments).
 
 Refused: ``thresholding: true`` (dynamic thresholding is not implemented),
 ``rescale_betas_zero_snr: true`` (a zero-SNR last step has β = 1), ``clip_sample_range`` ≠ 1
@@ -47,7 +49,7 @@ SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "RePaint
                      "DDPMParallelScheduler", "DDIMParallelScheduler")
 # keys that only steer diffusers' own sampling loops (see the module docstring for each)
 ACCEPTED_UNUSED = ("timestep_spacing", "steps_offset", "set_alpha_to_one", "skip_prk_steps",
-                   "eta", "dynamic_thresholding_ratio", "sample_max_value")
+                   "eta", "dynamic_thresholding_ratio", "sample_max_value", "tensor_format")
 _TRANSLATED = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
                "prediction_type", "variance_type", "clip_sample", "clip_sample_range",
                "thresholding", "rescale_betas_zero_snr")

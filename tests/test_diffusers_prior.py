@@ -409,3 +409,15 @@ def test_train_py_init_from_fine_tunes_a_converted_diffusers_prior(folder, tmp_p
     with torch.no_grad():
         delta = (tuned.model(x, t) - original.model(x, t)).abs().max()
     assert 0 < delta < 1.0   # fine-tuned from the prior, not re-initialised
+
+
+def test_class_conditional_folder_samples_with_class_label(tmp_path):
+    folder = save_folder(tmp_path / "cond", channels=1, unet_kwargs={"num_class_embeds": 4})
+    out = tmp_path / "out"
+    run(config(f"ckpt={folder}", "n_samples=2", "steps=5", "sampler=ddim", "class_label=2",
+               f"out={out}"))
+    record = yaml.safe_load((out / "run.yaml").read_text())
+    assert [o["class_label"] for o in record["outputs"]] == [2, 2]
+    assert np.asarray(Image.open(out / "sample_s0.png")).shape == (16, 16)
+    with pytest.raises(ValueError, match="class_label=4 is out of range"):
+        run(config(f"ckpt={folder}", "steps=5", "class_label=4", f"out={tmp_path / 'bad'}"))

@@ -12,7 +12,10 @@ Translated (the maths of the trained chain):
 - ``prediction_type`` ``epsilon`` / ``sample`` / ``v_prediction`` -> ``mean_type`` ``eps`` /
   ``x0`` / ``v`` (diffusers' v = √ᾱ ε - √(1-ᾱ) x_0, the same as priorpaint's).
 - ``variance_type``: ``fixed_small`` (β̃_t) and ``fixed_large`` (β_t) as is; their ``_log``
-  twins compute the same standard deviation through a log, so they map to them;
+  twins compute the same standard deviation through a log, so they map to them. At t = 0
+  diffusers uses β̃_0 = 0 (clamped to 1e-20) and β_0, priorpaint β̃_1 for both (improved-
+  diffusion's clipped log-variance); neither adds noise at t = 0, so only the bits/dim
+  decoder term sees the difference, and there priorpaint's is the finite one;
   ``learned_range`` as is (v ∈ [-1, 1], log σ² = (v+1)/2·log β_t + (1-v)/2·log β̃_t);
   ``learned``: diffusers reads those channels as σ² itself (``step`` takes their square root),
   priorpaint as log σ², so the network adapter is told to return their log

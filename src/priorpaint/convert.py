@@ -4,6 +4,9 @@
     python -m priorpaint.convert repaint celeba256_250000.pt celeba.ckpt preset=celeba256
     python -m priorpaint.convert improved-diffusion cifar10_uncond_50M_500K.pt c10.ckpt preset=cifar10
     python -m priorpaint.convert guided-diffusion my.pt out.ckpt image_size=64 num_channels=192 ...
+    python -m priorpaint.convert diffusers path/to/ddpm-celebahq-256 celebahq.ckpt
+
+(diffusers folders carry their own configs: see ``priorpaint.diffusers_prior``.)
 
 The published files are bare state dicts: the architecture and the diffusion live only in the
 command lines their authors trained with. Presets hold those flags (the RePaint confs and the
@@ -106,6 +109,12 @@ def diffusion_config_from_flags(flags: dict) -> dict:
 def convert(source: str, state_dict_path, out_path, preset: str | None = None,
             overrides: dict | None = None) -> Path:
     """Convert one published checkpoint; returns the written path. See the module docstring."""
+    if source == "diffusers":
+        from .diffusers_prior import convert_diffusers
+
+        if preset is not None:
+            raise ValueError("a diffusers folder carries its own configs: it takes no preset=")
+        return convert_diffusers(state_dict_path, out_path, overrides)
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
     reference = SOURCES[source]
@@ -158,6 +167,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 USAGE = ("usage: python -m priorpaint.convert {guided-diffusion|improved-diffusion|repaint} "
          "IN.pt OUT.ckpt [preset=NAME] [flag=value ...]\n"
+         "       python -m priorpaint.convert diffusers FOLDER OUT.ckpt [image_size=N]\n"
          "presets: " + "; ".join(f"{s}: {', '.join(PRESETS['repaint' if s == 'repaint' else r])}"
                                  for s, r in SOURCES.items()))
 
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _parse_overrides(rest)
         preset = overrides.pop("preset", None)
         written = convert(source, src, out, preset=preset, overrides=overrides)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {written}  (sample with: python sample.py ckpt={written})")

@@ -79,7 +79,8 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
     """Rebuild the network (EMA weights by default) and diffusion from a checkpoint alone.
 
     Args:
-        path: a checkpoint written by ``train.py`` (Lightning) or :func:`save_prior`.
+        path: a checkpoint written by ``train.py`` (Lightning) or :func:`save_prior`, or a
+            diffusers ``save_pretrained`` folder (see :mod:`priorpaint.diffusers_prior`).
         use_ema: load the first EMA rate's weights when the checkpoint has them (else the raw
             training weights, with ``Prior.weights == "raw"``).
         map_location: passed to ``torch.load``.
@@ -87,9 +88,13 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
             objects that ``weights_only`` loading refuses.
     """
     from .diffusion import GaussianDiffusion
-    from .models import UNet
+    from .models import build_network
 
     path = Path(path)
+    if path.is_dir():  # a diffusers folder: network and diffusion from its configs
+        from .diffusers_prior import load_diffusers_prior
+
+        return load_diffusers_prior(path)
     checkpoint = _load_file(path, map_location, trusted)
     payload = checkpoint.get("priorpaint") if isinstance(checkpoint, dict) else None
     if not isinstance(payload, dict):
@@ -105,7 +110,7 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
 
     diffusion_config = {k: v for k, v in payload["diffusion_config"].items() if k != "respacing"}
     diffusion = GaussianDiffusion.from_config(diffusion_config)
-    model = UNet.from_config(dict(payload["model_config"]))
+    model = build_network(dict(payload["model_config"]))
 
     ema = payload.get("ema_state_dict")
     if use_ema and ema is not None:

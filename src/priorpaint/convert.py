@@ -5,6 +5,9 @@
     python -m priorpaint.convert improved-diffusion cifar10_uncond_50M_500K.pt c10.ckpt preset=cifar10
     python -m priorpaint.convert guided-diffusion my.pt out.ckpt image_size=64 num_channels=192 ...
     python -m priorpaint.convert guided-diffusion grey.pt grey.ckpt in_channels=1 learn_sigma=True ...
+    python -m priorpaint.convert diffusers path/to/ddpm-celebahq-256 celebahq.ckpt
+
+(diffusers folders carry their own configs: see ``priorpaint.diffusers_prior``.)
 
 The published files are bare state dicts: the architecture and the diffusion live only in the
 command lines their authors trained with. Presets hold those flags (the RePaint confs and the
@@ -112,6 +115,12 @@ def diffusion_config_from_flags(flags: dict) -> dict:
 def convert(source: str, state_dict_path, out_path, preset: str | None = None,
             overrides: dict | None = None) -> Path:
     """Convert one published checkpoint; returns the written path. See the module docstring."""
+    if source == "diffusers":
+        from .diffusers_prior import convert_diffusers
+
+        if preset is not None:
+            raise ValueError("a diffusers folder carries its own configs: it takes no preset=")
+        return convert_diffusers(state_dict_path, out_path, overrides)
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
     reference = SOURCES[source]
@@ -167,11 +176,13 @@ def _parse_overrides(items: list[str]) -> dict:
 
 USAGE = ("usage: python -m priorpaint.convert {guided-diffusion|improved-diffusion|repaint} "
          "IN.pt OUT.ckpt [preset=NAME] [flag=value ...]\n"
+         "       python -m priorpaint.convert diffusers FOLDER OUT.ckpt [image_size=N]\n"
          "presets: " + "; ".join(f"{s}: {', '.join(PRESETS['repaint' if s == 'repaint' else r])}"
                                  for s, r in SOURCES.items()))
 
 
-@report_user_errors("priorpaint.convert", returns_status=True)
+# ImportError: the diffusers source needs the optional diffusers package (its message says so)
+@report_user_errors("priorpaint.convert", extra=(ImportError,), returns_status=True)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 3 or argv[0] in ("-h", "--help"):

@@ -103,9 +103,14 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GaussianDiffusion:
-        """Build from ``{schedule, steps, mean_type, var_type, loss[, respacing]}`` (the checkpoint form)."""
+        """Build from ``{schedule, steps, mean_type, var_type, loss[, respacing]}`` (the checkpoint form).
+
+        ``beta_start``/``beta_end`` parameterise the ranged schedules (see ``betas_for``);
+        ``schedule: custom`` takes the β themselves from ``betas`` (a list of ``steps`` floats,
+        e.g. a diffusers scheduler's ``trained_betas``).
+        """
         known = {"schedule", "steps", "mean_type", "var_type", "loss", "respacing",
-                 "rescale_timesteps"}
+                 "rescale_timesteps", "beta_start", "beta_end", "betas"}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"unknown diffusion config keys {sorted(unknown)}; "
@@ -113,12 +118,15 @@ class GaussianDiffusion:
         for key in ("schedule", "steps"):
             if key not in config:
                 raise ValueError(f"diffusion config needs {key!r} (got keys {sorted(config)})")
-        base = cls(betas_for(config["schedule"], int(config["steps"])),
+        steps = int(config["steps"])
+        schedule_keys = {k: config[k] for k in ("beta_start", "beta_end", "betas")
+                         if config.get(k) is not None}
+        base = cls(_schedule_betas(config["schedule"], steps, schedule_keys),
                    mean_type=config.get("mean_type", "eps"),
                    var_type=config.get("var_type", "learned_range"),
                    loss=config.get("loss", "hybrid"),
                    rescale_timesteps=bool(config.get("rescale_timesteps", False)))
-        base._config = {"schedule": config["schedule"], "steps": int(config["steps"]),
+        base._config = {"schedule": config["schedule"], "steps": steps, **schedule_keys,
                         "mean_type": base.mean_type, "var_type": base.var_type,
                         "loss": base.loss}
         if base.rescale_timesteps:
@@ -326,6 +334,20 @@ class GaussianDiffusion:
         t = torch.full((x0.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x0.device)
         mean, _, log_variance = self.q_mean_variance(x0, t)
         return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / _LN2
+
+
+def _schedule_betas(schedule: str, steps: int, keys: dict[str, Any]) -> torch.Tensor:
+    """β of a config's schedule: named (with optional beta_start/beta_end) or ``custom``."""
+    if schedule == "custom":
+        betas = keys.get("betas")
+        if betas is None or len(betas) != steps or set(keys) != {"betas"}:
+            raise ValueError(f"schedule 'custom' needs betas: a list of steps={steps} values "
+                             f"(and no beta_start/beta_end); got keys {sorted(keys)}"
+                             + (f" with {len(betas)} betas" if betas is not None else ""))
+        return torch.tensor([float(b) for b in betas], dtype=torch.float64)
+    if "betas" in keys:
+        raise ValueError(f"betas are only read with schedule 'custom', not {schedule!r}")
+    return betas_for(schedule, steps, keys.get("beta_start"), keys.get("beta_end"))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

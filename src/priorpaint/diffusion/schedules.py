@@ -15,6 +15,8 @@ import torch
 __all__ = ["betas_for", "betas_from_alpha_bar", "space_timesteps", "betas_for_kept_steps"]
 
 MAX_COSINE_BETA = 0.999
+# schedules defined by (beta_start, beta_end); "linear" also has a parameter-free form
+RANGED_SCHEDULES = ("linear", "scaled_linear", "sigmoid")
 
 
 def betas_from_alpha_bar(steps: int, alpha_bar: Callable[[float], float],
@@ -29,24 +31,48 @@ def _cosine_alpha_bar(s: float) -> float:
     return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
 
-def betas_for(schedule: str, steps: int) -> torch.Tensor:
+def betas_for(schedule: str, steps: int, beta_start: float | None = None,
+              beta_end: float | None = None) -> torch.Tensor:
     """β_0..β_{T-1} (float64) of a named schedule.
 
     - ``linear``: Ho et al.'s 1e-4..0.02 for T=1000, scaled by 1000/T so any T gives the same
-      overall noise level (as improved-diffusion does).
-    - ``cosine``: Nichol & Dhariwal's ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008, β ≤ 0.999.
+      overall noise level (as improved-diffusion does). With ``beta_start``/``beta_end`` it is
+      the plain ``linspace(beta_start, beta_end, T)`` instead (diffusers' ``linear``: no scaling).
+    - ``cosine``: Nichol & Dhariwal's ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008, β ≤ 0.999
+      (diffusers calls it ``squaredcos_cap_v2``).
+    - ``scaled_linear``: ``linspace(√beta_start, √beta_end, T)²`` (latent-diffusion's, diffusers').
+    - ``sigmoid``: ``beta_start + (beta_end - beta_start)·sigmoid(linspace(-6, 6, T))`` (GeoDiff's,
+      diffusers').
+
+    Diffusers computes the same formulas in float32; here they are float64 (see module docstring).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"diffusion steps must be a positive integer, got {steps!r}")
-    if schedule == "linear":
+    ranged = beta_start is not None or beta_end is not None
+    if ranged and (beta_start is None or beta_end is None):
+        raise ValueError(f"give both beta_start and beta_end (got {beta_start!r}, {beta_end!r})")
+    if schedule == "linear" and not ranged:
         if steps <= 20:
             raise ValueError(f"the linear schedule needs more than 20 steps (its last β is "
                              f"20/T = {20 / steps:g}); use schedule='cosine' for {steps} steps")
         scale = 1000 / steps
         return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
     if schedule == "cosine":
+        if ranged:
+            raise ValueError("the cosine schedule takes no beta_start/beta_end")
         return betas_from_alpha_bar(steps, _cosine_alpha_bar)
-    raise ValueError(f"unknown noise schedule {schedule!r}: use 'linear' or 'cosine'")
+    if schedule in RANGED_SCHEDULES:
+        if not ranged:
+            raise ValueError(f"schedule {schedule!r} needs beta_start and beta_end")
+        start, end = float(beta_start), float(beta_end)
+        if schedule == "linear":
+            return torch.linspace(start, end, steps, dtype=torch.float64)
+        if schedule == "scaled_linear":
+            return torch.linspace(start ** 0.5, end ** 0.5, steps, dtype=torch.float64) ** 2
+        ramp = torch.sigmoid(torch.linspace(-6.0, 6.0, steps, dtype=torch.float64))
+        return start + (end - start) * ramp
+    raise ValueError(f"unknown noise schedule {schedule!r}: use 'linear', 'cosine', "
+                     f"'scaled_linear' or 'sigmoid'")
 
 
 def _ddim_steps(steps: int, count: int) -> list[int]:

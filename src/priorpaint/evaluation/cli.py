@@ -45,7 +45,7 @@ def _nll_checkpoint(cfg, record: dict | None) -> Path:
         raise ValueError("nll_images= needs ckpt= (the prior to score) when out= holds no "
                          "sample.py run")
     path, sha = Path(record["checkpoint"]["path"]), record["checkpoint"].get("sha256")
-    if not path.is_file():
+    if not path.exists():   # a file, or a diffusers folder
         raise FileNotFoundError(f"the run's checkpoint {path} (from {RUN_RECORD}) does not "
                                 f"exist; pass ckpt=")
     if sha and file_sha256(path) != sha:

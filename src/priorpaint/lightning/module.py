@@ -72,12 +72,13 @@ class DiffusionPriorModule(pl.LightningModule):
                  data_info: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
-        from ..models import UNet
+        from ..models import build_network
 
         self.image_size = pair(image_size)
         self.channels = int(channels)
         self.diffusion = GaussianDiffusion.from_config(dict(diffusion))
-        self.model = UNet(**_network_kwargs(dict(net), self.channels, self.diffusion))
+        # an ADM UNet, or (init_from a diffusers prior) the adapter its stored config names
+        self.model = build_network(_network_kwargs(dict(net), self.channels, self.diffusion))
         self.model.check_input_size(*self.image_size)
         self.timestep_sampler = create_sampler(timestep_sampler, self.diffusion)
         self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler

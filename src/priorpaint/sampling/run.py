@@ -68,6 +68,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def file_sha256(path: Path) -> str:
+    if Path(path).is_dir():  # a diffusers folder: the files it loads from
+        from ..diffusers_prior import folder_sha256
+
+        return folder_sha256(path)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -116,11 +120,11 @@ def _open_prior(path, use_ema: bool):
     from ..checkpoint import load_prior
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint ckpt={path} does not exist")
     try:
         prior = load_prior(path, use_ema=use_ema)
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (ValueError, KeyError, TypeError, RuntimeError, ImportError) as e:
         text = str(e)
         rest = text[len(str(path)):] if text.startswith(str(path)) else f": {text}"
         raise ValueError(f"ckpt={path}{rest}") from e
@@ -192,6 +196,7 @@ def run(cfg) -> list[Path]:
         torch.set_num_threads(int(cfg.num_threads))
     prior = _open_prior(cfg.ckpt, bool(cfg.use_ema))
     options = _options(cfg, prior.diffusion.num_timesteps)
+    _clip_denoised(cfg, prior)   # a bad value fails here, before any file is written
     diffusion = _respace(prior.diffusion, options.steps)
     schedule, _ = build_schedule(options.sampler, diffusion.num_timesteps, int(cfg.jump_length),
                                  int(cfg.jump_n_sample), cfg.start_resampling)
@@ -290,7 +295,7 @@ def _inpaint_batch(model, diffusion, prior, inputs: list[InputImage], masks, bat
     result = inpaint(model, diffusion, x0, mask, sampler=options.sampler,
                      jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
                      start_resampling=cfg.start_resampling, eta=float(cfg.eta),
-                     generators=generators, clip_denoised=bool(cfg.clip_denoised),
+                     generators=generators, clip_denoised=_clip_denoised(cfg, prior),
                      autocast_dtype=options.autocast, progress=progress)
     for (path, i, _), sample in zip(batch, result, strict=True):
         image = inputs[i]
@@ -306,7 +311,7 @@ def _generate_batch(model, diffusion, prior, batch, options, cfg, device, progre
     _set_labels(model, cfg, [(i, k) for _, i, k in batch], device)
     result = generate(model, diffusion, (len(batch), *shape), sampler=options.sampler,
                       eta=float(cfg.eta), generators=generators, device=device,
-                      clip_denoised=bool(cfg.clip_denoised),
+                      clip_denoised=_clip_denoised(cfg, prior),
                       autocast_dtype=options.autocast, progress=progress)
     for (path, _, _), sample in zip(batch, result, strict=True):
         save_png(array_to_image(from_model(sample, prior.image_size, prior.channels)), path)
@@ -332,6 +337,17 @@ def _write_grids(out: Path, inputs, masks, planned, n_samples: int) -> None:
     columns = int(np.ceil(np.sqrt(len(tiles))))
     save_png(comparison_grid([tiles[r:r + columns] for r in range(0, len(tiles), columns)]),
              out / "samples_grid.png")
+
+
+def _clip_denoised(cfg, prior) -> bool:
+    """``clip_denoised=auto``: what the prior says (a diffusers scheduler's ``clip_sample``),
+    else true; an explicit true/false always wins."""
+    value = cfg.get("clip_denoised", "auto")
+    if value is None or str(value) == "auto":
+        return bool(prior.info.get("sampling", {}).get("clip_denoised", True))
+    if not isinstance(value, bool):
+        raise ValueError(f"clip_denoised={value} must be true, false or auto")
+    return value
 
 
 def _set_labels(model, cfg, items: list[tuple[int, int]], device) -> None:

@@ -133,7 +133,8 @@ def estimate_seconds(loaded: LoadedPrior, calls: int, n_samples: int, batch_size
 class Monitor(Progress):
     """Counts network calls, stops the loop on cancel, and previews x̂_0 every few dozen calls.
 
-    The preview costs no extra network call: a forward hook on the network keeps the input
+    Previews come at calls 1, 1 + every, ... and at the last call, whose x̂_0 is the result's
+    hole (the last ancestral step returns x̂_0). The preview costs no extra network call: a forward hook on the network keeps the input
     and output of the call to preview, and x̂_0 is the diffusion's own ``predict_xstart`` of
     that output (clipped to [-1, 1]) at the step's index.
     """
@@ -157,8 +158,9 @@ class Monitor(Progress):
         self._diffusion = context.diffusion
 
     def before_step(self, x: torch.Tensor, step) -> torch.Tensor:
-        if self._hook is not None and step.calls_network and self.calls % self.every == 0:
-            self._armed = True
+        if self._hook is not None and step.calls_network and (
+                self.calls % self.every == 0 or self.calls == self.total - 1):
+            self._armed = True   # every few dozen calls, and the last call (x̂_0 ≈ the result)
         return x
 
     def after_step(self, x: torch.Tensor, step) -> torch.Tensor:

@@ -122,21 +122,15 @@ def describe(loaded: LoadedPrior) -> dict:
 
 
 def describe_markdown(loaded: LoadedPrior) -> str:
-    """:func:`describe` as the page's Markdown table."""
+    """:func:`describe` as a few compact Markdown lines for the page."""
     d = describe(loaded)
     height, width = d["image_size"]
     steps = "—" if d["training_steps"] is None else f"{d['training_steps']:,}"
     timing = ", ".join(f"{s * 1000:.1f} ms (batch {b})" for b, s in d["seconds_per_call"].items())
-    rows = [
-        ("file", f"`{d['file']}`"),
-        ("image size", f"{height} × {width}"),
-        ("channels", f"{d['channels']} ({'grey' if d['channels'] == 1 else 'RGB'})"),
-        ("training steps", steps),
-        ("origin", d["origin"]),
-        ("weights", d["weights"]),
-        ("diffusion", f"{d['diffusion_steps']} steps, {d['diffusion']}"),
-        ("network", f"{d['parameters'] / 1e6:.2f} M parameters"
-                    + (", class-conditional" if d["class_conditional"] else "")),
-        ("one network call", f"{timing} on {d['device']}"),
-    ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    colour = "grey" if d["channels"] == 1 else "RGB"
+    conditional = ", class-conditional" if d["class_conditional"] else ""
+    return (f"**{height} × {width}**, {d['channels']} channel(s) ({colour}) · training steps: "
+            f"**{steps}** · {d['origin']} · {d['weights']} weights  \n"
+            f"diffusion: {d['diffusion_steps']} steps, {d['diffusion']} · network: "
+            f"{d['parameters'] / 1e6:.2f} M parameters{conditional}  \n"
+            f"one network call: {timing} on {d['device']}")

@@ -56,6 +56,33 @@ def parse_steps(text) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def _shown(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 1) grey as (H, W): what Gradio's image components display."""
+    pixels = np.asarray(pixels)
+    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
+
+
+def _same_pixels(background, image: InputImage) -> bool:
+    """Whether the editor's background shows ``image`` (compared on RGB)."""
+    shown = np.asarray(background)
+    shown = shown[..., :3] if shown.ndim == 3 else np.repeat(shown[..., None], 3, -1)
+    pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
+    return shown.shape == pixels.shape and bool(np.array_equal(shown, pixels))
+
+
+def _brush(image_size) -> gr.Brush:
+    """A magenta brush about a tenth of the image wide (Gradio's 'auto' covers tiny images)."""
+    return gr.Brush(default_size=max(1, min(image_size) // 10), colors=["#ff00ff"],
+                    color_mode="fixed")
+
+
+def _enlarged(pixels: np.ndarray, side: int = 192) -> np.ndarray:
+    """A small image repeated nearest-neighbour up to about ``side`` pixels (for viewing)."""
+    pixels = _shown(pixels)
+    factor = max(1, side // max(pixels.shape[:2]))
+    return pixels.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def _seconds(value: float) -> str:
     if value != value:  # nan
         return "?"
@@ -105,8 +132,9 @@ class Page:
             raise gr.Error(str(e)) from e
         note = self._note(image)
         pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
-        editor = {"background": pixels, "layers": [], "composite": pixels}
-        return editor, image, masked_view(image, torch.ones(1, *image.size)), note
+        editor = gr.update(value={"background": pixels, "layers": [], "composite": pixels},
+                           brush=_brush(image.size))
+        return editor, image, _enlarged(masked_view(image, torch.ones(1, *image.size))), note
 
     def take_example(self, evt: gr.SelectData) -> tuple:
         return self.take_upload(self.examples[evt.index])
@@ -120,10 +148,11 @@ class Page:
         return ""
 
     def current_input(self, editor, source: InputImage | None) -> InputImage:
-        """The image to inpaint: the uploaded file's own pixels, else the editor's canvas."""
-        if source is not None:
-            return source
+        """The image to inpaint: the uploaded file's own pixels (exact, alpha kept) while the
+        editor shows them, else the editor's canvas (an image dropped on the editor)."""
         background = (editor or {}).get("background")
+        if source is not None and (background is None or _same_pixels(background, source)):
+            return source
         if background is None:
             raise gr.Error("no image: upload one, pick an example, or drop one on the editor")
         try:
@@ -144,7 +173,7 @@ class Page:
         if source is None and (editor or {}).get("background") is None:
             return None
         image = self.current_input(editor, source)
-        return masked_view(image, self.current_mask(editor, image, kind, seed))
+        return _enlarged(masked_view(image, self.current_mask(editor, image, kind, seed)))
 
     # ----------------------------------------------------------------------- the budget
     def budget(self, sampler, steps, jump_length, jump_n_sample, n_samples) -> str:
@@ -225,10 +254,10 @@ class Page:
                                skip, skip, skip)
                 elif kind_ == "preview":
                     tiles, done = payload
-                    yield skip, np.asarray(comparison_grid([tiles])), skip, skip
+                    yield skip, _enlarged(np.asarray(comparison_grid([tiles]))), skip, skip
                 elif kind_ == "done":
                     result = payload[0]
-                    gallery = [(s, f"sample {k}") for k, s in enumerate(result.samples)]
+                    gallery = [(_shown(s), f"sample {k}") for k, s in enumerate(result.samples)]
                     yield (f"done: {len(result.samples)} sample(s), {result.network_calls:,} "
                            f"network calls each, {_seconds(result.seconds)} · "
                            f"`{result.run_dir}`", skip, gallery,
@@ -249,6 +278,10 @@ class Page:
                 worker.join()
 
 
+# tiny priors make tiny images: show their pixels, not a blur
+CSS = "#results img, #examples img {image-rendering: pixelated}"
+
+
 def _theme():
     """The default look with system fonts: the stock theme loads Google Fonts from a CDN."""
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -266,7 +299,8 @@ def build(page: Page) -> gr.Blocks:
         with gr.Row():
             checkpoint = gr.Dropdown(page.checkpoints, value=page.checkpoints[0],
                                      label="checkpoint", scale=1)
-            info = gr.Markdown(page.info(), elem_id="prior-info")
+            with gr.Column(scale=2):
+                info = gr.Markdown(page.info(), elem_id="prior-info")
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="upload an image (PNG, JPEG, …)", type="filepath",
@@ -276,7 +310,7 @@ def build(page: Page) -> gr.Blocks:
                                           height=110, allow_preview=False, elem_id="examples")
                 editor = gr.ImageEditor(label="paint the hole", type="numpy", format="png",
                                         image_mode="RGBA", sources=("upload", "clipboard"),
-                                        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+                                        brush=_brush(page.loaded.prior.image_size),
                                         layers=False, transforms=(), elem_id="editor",
                                         height=380)
                 kinds = mask_choices()
@@ -324,7 +358,6 @@ def build(page: Page) -> gr.Blocks:
         upload.upload(page.take_upload, upload, loaded, **light)
         if page.examples:
             examples.select(page.take_example, None, loaded, **light)
-        editor.upload(lambda: None, None, source, **light)
         mask_inputs = [editor, source, mask_kind, seed]
         for trigger in (editor.change, mask_kind.change, seed.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
@@ -350,6 +383,6 @@ def launch(cfg, block: bool = True):
     port = None if cfg.get("port") in (None, "", "null") else int(cfg.port)
     _, url, _ = demo.launch(server_name=str(cfg.host), server_port=port, share=False,
                             inbrowser=False, allowed_paths=[str(page.runs)], theme=_theme(),
-                            footer_links=["settings"], ssr_mode=False, mcp_server=False,
+                            footer_links=["settings"], css=CSS, ssr_mode=False, mcp_server=False,
                             prevent_thread_lock=not block, quiet=not block)
     return demo, url

@@ -1,0 +1,134 @@
+"""The web page end to end in a real headless Chromium (Debian's package, driven by Playwright).
+
+``python app.py`` is started on a free localhost port with a tiny prior; the browser uploads
+a digit, paints a stroke on the editor canvas with the mouse, runs a 20-call sampler and the
+test fetches the result shown in the gallery: its known pixels must be the upload's. The page
+must make no request to another host (no CDN, no analytics).
+
+Needs the ``chromium`` package (``apt-get install -y chromium``) and pip's ``playwright``
+(never ``playwright install``: the system browser is used); skips, saying which is missing,
+otherwise. ``PRIORPAINT_APP_SCREENSHOT=docs/app.png`` also saves a screenshot of the page.
+"""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny import save_tiny_prior
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGIT = ROOT / "examples" / "digits" / "digit_03.png"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=20) as response:
+        return response.read()
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    pytest.importorskip("gradio", reason="the page needs gradio: pip install -e '.[app]'")
+    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
+    log = open(tmp_path / "app.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", f"ckpt={ckpt}", f"port={port}", f"runs={tmp_path / 'runs'}",
+         "sampler=ddpm", "device=cpu", "num_threads=1", "time_batches=[1]"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n"
+                            f"{(tmp_path / 'app.log').read_text()[-3000:]}")
+            try:
+                fetch(url)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app.py did not serve {url} within 60 s")
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_paint_run_and_keep_known_pixels(app_url):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH: apt-get install -y chromium (Debian's package)")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="the browser driver is missing: pip install playwright")
+    local = urlparse(app_url).netloc
+    elsewhere = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda r: elsewhere.append(r.url)
+                    if urlparse(r.url).scheme in ("http", "https")
+                    and urlparse(r.url).netloc != local else None)
+            page.goto(app_url)
+            page.set_input_files("#upload input[type=file]", str(DIGIT))
+            page.wait_for_selector("#masked img", timeout=20000)
+            assert "resized" in page.inner_text("#note")   # 16x16 image, 8x8 prior
+
+            page.click("#editor button[aria-label=Brush]")
+            box = page.query_selector("#editor canvas").bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x - 50, y - 20)
+            page.mouse.down()
+            for step in range(11):
+                page.mouse.move(x - 50 + 10 * step, y - 20 + 3 * step)
+            page.mouse.up()
+
+            page.click("#run")
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.startsWith('done')", timeout=30000)
+            status = page.inner_text("#status")
+            assert "20 network calls each" in status
+            result_src = page.get_attribute("#results img", "src")
+            links = {Path(urlparse(a.get_attribute("href")).path).name: a.get_attribute("href")
+                     for a in page.query_selector_all("#downloads a")}
+            if os.environ.get("PRIORPAINT_APP_SCREENSHOT"):
+                page.wait_for_timeout(1000)
+                page.screenshot(path=os.environ["PRIORPAINT_APP_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
+
+    result = np.asarray(Image.open(io.BytesIO(fetch(result_src))))
+    mask = np.asarray(Image.open(io.BytesIO(fetch(links["mask.png"])))) == 255
+    original = np.asarray(Image.open(DIGIT))
+    assert result.shape == original.shape == mask.shape == (16, 16)
+    assert 0 < (~mask).sum() < mask.size          # the stroke made a hole, not all of it
+    assert np.array_equal(result[mask], original[mask])   # known pixels exact
+    assert not np.array_equal(result[~mask], original[~mask])
+    assert {"digit_03_s0.png", "run.yaml"} <= set(links)
+    assert elsewhere == [], f"the page fetched from other hosts: {elsewhere}"

@@ -134,9 +134,10 @@ class Monitor(Progress):
     """Counts network calls, stops the loop on cancel, and previews x̂_0 every few dozen calls.
 
     Previews come at calls 1, 1 + every, ... and at the last call, whose x̂_0 is the result's
-    hole (the last ancestral step returns x̂_0). The preview costs no extra network call: a forward hook on the network keeps the input
-    and output of the call to preview, and x̂_0 is the diffusion's own ``predict_xstart`` of
-    that output (clipped to [-1, 1]) at the step's index.
+    hole (the last ancestral step returns x̂_0). A preview costs no extra network call: a
+    forward hook on the network keeps the input and output of the call to preview, and x̂_0
+    is the diffusion's own ``predict_xstart`` of that output (clipped to [-1, 1]) at the
+    step's index.
     """
 
     def __init__(self, network: torch.nn.Module, total: int, *, image_size, out_channels: int,

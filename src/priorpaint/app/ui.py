@@ -347,7 +347,8 @@ def build(page: Page) -> gr.Blocks:
                 preview = gr.Image(label="predicted x̂₀ (preview)", format="png", height=160,
                                    interactive=False, elem_id="preview")
                 gallery = gr.Gallery(label="results (known pixels exact)", format="png",
-                                     columns=4, height=260, elem_id="results")
+                                     columns=4, height=260, object_fit="contain",
+                                     elem_id="results")
                 files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
                                 file_count="multiple", interactive=False, elem_id="downloads")
 

@@ -166,6 +166,17 @@ def test_sample_py_reproduces_a_page_run(page, tmp_path):
         assert np.array_equal(np.asarray(Image.open(page_png)), np.asarray(Image.open(cli_png)))
 
 
+def test_example_click_loads_that_example(page):
+    from types import SimpleNamespace
+
+    assert [Path(e).name for e in page.examples][:2] == ["digit_00.png", "digit_01.png"]
+    editor, source, masked, _ = page.take_example(SimpleNamespace(index=1))
+    assert source.path.name == "digit_01.png"
+    assert np.array_equal(source.pixels[..., 0], np.asarray(Image.open(page.examples[1])))
+    assert np.array_equal(editor["value"]["background"][..., 0], source.pixels[..., 0])
+    assert masked.shape[0] >= 16 and masked.shape[0] % 16 == 0   # shown enlarged
+
+
 def test_bad_inputs_give_clear_messages(page, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -289,3 +300,17 @@ def test_offline_launch_settings(page, monkeypatch):
     assert demo._queue.default_concurrency_limit == 1
     fonts = str(ui._theme().font)
     assert "GoogleFont" not in fonts
+
+
+def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for args, message in ((["ckpt=" + str(tmp_path / "none.ckpt")], "is neither a checkpoint"),
+                          ([], "ckpt= is required")):
+        done = subprocess.run([sys.executable, "app.py", *args, f"runs={tmp_path}"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("app.py: error: ") and message in done.stderr
+        assert "Traceback" not in done.stderr

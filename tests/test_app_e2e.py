@@ -2,8 +2,9 @@
 
 ``python app.py`` is started on a free localhost port with a tiny prior; the browser uploads
 a digit, paints a stroke on the editor canvas with the mouse, runs a 20-call sampler and the
-test fetches the result shown in the gallery: its known pixels must be the upload's. The page
-must make no request to another host (no CDN, no analytics).
+test fetches the results shown in the gallery: their known pixels must be the upload's. Then
+a 1910-call RePaint run is started and cancelled: the page must say so and leave no run
+folder. The page must make no request to another host (no CDN, no analytics).
 
 Needs the ``chromium`` package (``apt-get install -y chromium``) and pip's ``playwright``
 (never ``playwright install``: the system browser is used); skips, saying which is missing,
@@ -49,13 +50,13 @@ def fetch(url: str) -> bytes:
 @pytest.fixture
 def app_url(tmp_path):
     pytest.importorskip("gradio", reason="the page needs gradio: pip install -e '.[app]'")
-    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=200)
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
     log = open(tmp_path / "app.log", "w")
     process = subprocess.Popen(
         [sys.executable, "app.py", f"ckpt={ckpt}", f"port={port}", f"runs={tmp_path / 'runs'}",
-         "sampler=ddpm", "n_samples=2", "device=cpu", "num_threads=1", "time_batches=[1]"],
+         "sampler=ddpm", "steps=20", "n_samples=2", "device=cpu", "num_threads=1", "time_batches=[1]"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -71,7 +72,7 @@ def app_url(tmp_path):
                 if time.monotonic() > deadline:
                     pytest.fail(f"app.py did not serve {url} within 60 s")
                 time.sleep(0.3)
-        yield url
+        yield url, tmp_path / "runs"
     finally:
         process.terminate()
         try:
@@ -86,6 +87,7 @@ def test_paint_run_and_keep_known_pixels(app_url):
         pytest.skip("no chromium on PATH: apt-get install -y chromium (Debian's package)")
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="the browser driver is missing: pip install playwright")
+    app_url, runs = app_url
     local = urlparse(app_url).netloc
     elsewhere = []
     with sync_api.sync_playwright() as p:
@@ -122,6 +124,23 @@ def test_paint_run_and_keep_known_pixels(app_url):
                     close.click()
                 page.wait_for_timeout(1000)
                 page.screenshot(path=os.environ["PRIORPAINT_APP_SCREENSHOT"], full_page=True)
+
+            # a long run (RePaint, 200 steps, j = r = 10: 1910 calls), cancelled while it samples
+            page.click("#sampler input")
+            page.click("#sampler li[aria-label=repaint]")
+            page.fill("#steps textarea, #steps input", "auto")
+            page.wait_for_function(
+                "document.querySelector('#budget').innerText.includes('1,910 network calls')",
+                timeout=10000)
+            page.click("#run")
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.startsWith('sampling:')",
+                timeout=30000)
+            page.click("#cancel")
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.startsWith('cancelled')",
+                timeout=15000)
+            assert "of 1910 network calls" in page.inner_text("#status")
         finally:
             browser.close()
 
@@ -136,4 +155,5 @@ def test_paint_run_and_keep_known_pixels(app_url):
         assert np.array_equal(result[mask], original[mask])   # known pixels exact
         assert not np.array_equal(result[~mask], original[~mask])
     assert {"digit_03_s0.png", "digit_03_s1.png", "run.yaml"} <= set(links)
+    assert len([d for d in runs.iterdir() if d.is_dir()]) == 1   # the cancelled run left none
     assert elsewhere == [], f"the page fetched from other hosts: {elsewhere}"

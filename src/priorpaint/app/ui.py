@@ -374,6 +374,11 @@ def build(page: Page) -> gr.Blocks:
 
 def launch(cfg, block: bool = True):
     """Build and serve the page as configured (configs/app.yaml); returns the local URL."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "ckpt") or cfg.get("ckpt") in (None, ""):
+        raise ValueError("ckpt= is required: a checkpoint file, or a folder of .ckpt files "
+                         "to choose from (e.g. ckpt=outputs/)")
     if cfg.get("num_threads"):
         import torch
 

@@ -208,6 +208,7 @@ def test_budget_counts_calls_and_estimates_time(page):
     from priorpaint.sampling.schedules import count_network_calls
     calls = count_network_calls(build_schedule("repaint", 20, 10, 10)[0])
     assert f"**{calls:,} network calls**" in text
+    assert page.budget("repaint", "auto", None, "", 3) == text   # blank = the config's 10, 10
     seconds = engine.estimate_seconds(page.loaded, calls, 3, 8)
     per_call = page.loaded.call_seconds[1]
     assert seconds == pytest.approx(calls * 3 * per_call)  # one timing: scales with the batch

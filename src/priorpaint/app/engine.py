@@ -45,7 +45,7 @@ from .inputs import save_input, save_mask
 from .prior import LoadedPrior
 
 __all__ = ["RunRequest", "RunResult", "RunCancelled", "Monitor", "run_inpainting", "plan_calls",
-           "estimate_seconds", "sample_config"]
+           "estimate_seconds", "sample_config", "sampler_overrides"]
 
 # one sampling job at a time in this process, whatever the web server's queue does
 _ONE_RUN = threading.Lock()
@@ -63,9 +63,9 @@ class RunRequest:
     mask: torch.Tensor          # (1, H, W) at the image's size, 1 = known, 0 = hole
     sampler: str = "repaint"
     steps: int | str = "auto"
-    jump_length: int = 10
-    jump_n_sample: int = 10
-    eta: float = 0.0
+    jump_length: int | None = None     # None: the config's value (see sampler_overrides)
+    jump_n_sample: int | None = None
+    eta: float | None = None
     n_samples: int = 1
     seed: int = 0
 
@@ -102,16 +102,31 @@ def sample_config(defaults: Mapping, **overrides):
 APP_KEYS = ("port", "host", "runs", "examples", "preview_every", "max_samples", "time_batches")
 
 
-def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump_length: int,
-               jump_n_sample: int) -> int:
-    """Network calls per sample for these settings (a ValueError for impossible ones)."""
-    cfg = sample_config(defaults, sampler=sampler, steps=steps, jump_length=int(jump_length),
-                        jump_n_sample=int(jump_n_sample))
-    options = _options(cfg, loaded.prior.diffusion.num_timesteps)
-    diffusion = _respace(loaded.prior.diffusion, options.steps)
+def sampler_overrides(sampler: str, steps, jump_length=None, jump_n_sample=None,
+                      eta=None) -> dict:
+    """The page's sampler fields as sample.py keys; a blank (None) field keeps the config's
+    value (sample.yaml's default, or what ``python app.py key=value`` set)."""
+    given = {"sampler": str(sampler), "steps": steps, "jump_length": jump_length,
+             "jump_n_sample": jump_n_sample, "eta": eta}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _plan(cfg, prior):
+    """(options, respaced diffusion, network calls per sample): the first lines of
+    ``sampling.run.run`` for an inpainting run; keep the two in step."""
+    options = _options(cfg, prior.diffusion.num_timesteps)
+    diffusion = _respace(prior.diffusion, options.steps)
     schedule, _ = build_schedule(options.sampler, diffusion.num_timesteps, int(cfg.jump_length),
                                  int(cfg.jump_n_sample), cfg.start_resampling)
-    return count_network_calls(schedule)
+    return options, diffusion, count_network_calls(schedule)
+
+
+def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump_length=None,
+               jump_n_sample=None, eta=None) -> int:
+    """Network calls per sample for these settings (a ValueError for impossible ones)."""
+    cfg = sample_config(defaults, **sampler_overrides(sampler, steps, jump_length,
+                                                      jump_n_sample, eta))
+    return _plan(cfg, loaded.prior)[2]
 
 
 def estimate_seconds(loaded: LoadedPrior, calls: int, n_samples: int, batch_size: int) -> float:
@@ -228,15 +243,10 @@ def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, canc
     cfg = sample_config(defaults, ckpt=str(loaded.path), images=str(input_file),
                         mask=str(mask_file), out=str(run_dir), overwrite=False,
                         n_samples=int(request.n_samples), seed=int(request.seed),
-                        sampler=str(request.sampler), steps=request.steps,
-                        jump_length=int(request.jump_length),
-                        jump_n_sample=int(request.jump_n_sample), eta=float(request.eta),
-                        use_ema=loaded.use_ema, device=str(device), progress=False)
-    options = _options(cfg, prior.diffusion.num_timesteps)
-    diffusion = _respace(prior.diffusion, options.steps)
-    schedule, _ = build_schedule(options.sampler, diffusion.num_timesteps, int(cfg.jump_length),
-                                 int(cfg.jump_n_sample), cfg.start_resampling)
-    calls = count_network_calls(schedule)
+                        use_ema=loaded.use_ema, device=str(device), progress=False,
+                        **sampler_overrides(request.sampler, request.steps, request.jump_length,
+                                            request.jump_n_sample, request.eta))
+    options, diffusion, calls = _plan(cfg, prior)
 
     # read back exactly as sample.py reads the files it is given
     inputs = [load_input(input_file, prior.channels)]

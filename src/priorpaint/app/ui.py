@@ -48,6 +48,13 @@ __all__ = ["Page", "build", "launch", "parse_steps"]
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
+def _blank_or(kind, value):
+    """A number box's value, or None when it is empty (= the config's value)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return kind(value)
+
+
 def parse_steps(text) -> int | str:
     """The steps box: ``auto``, an int, or a respacing string such as ``ddim50``."""
     text = str(text).strip()
@@ -180,7 +187,7 @@ class Page:
         """Network calls per sample and the run's time estimated from the measured call."""
         try:
             calls = plan_calls(self.loaded, self.cfg, sampler, parse_steps(steps),
-                               int(jump_length), int(jump_n_sample))
+                               _blank_or(int, jump_length), _blank_or(int, jump_n_sample))
         except USER_ERRORS as e:
             return f"⚠ {e}"
         n, batch = int(n_samples), int(self.cfg.batch_size)
@@ -211,11 +218,12 @@ class Page:
         except ValueError as e:
             raise gr.Error(str(e)) from e
         job = RunRequest(image=image, mask=mask, sampler=str(sampler), steps=parse_steps(steps),
-                         jump_length=int(jump_length), jump_n_sample=int(jump_n_sample),
-                         eta=float(eta), n_samples=int(n_samples), seed=int(seed or 0))
+                         jump_length=_blank_or(int, jump_length),
+                         jump_n_sample=_blank_or(int, jump_n_sample), eta=_blank_or(float, eta),
+                         n_samples=int(n_samples), seed=int(seed or 0))
         try:
             plan_calls(loaded, self.cfg, job.sampler, job.steps, job.jump_length,
-                       job.jump_n_sample)
+                       job.jump_n_sample, job.eta)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         cancel = self._event(request)
@@ -326,12 +334,13 @@ def build(page: Page) -> gr.Blocks:
                 with gr.Row():
                     steps = gr.Textbox(str(cfg.steps), label="steps (auto, N or ddimN)",
                                        elem_id="steps")
-                    jump_length = gr.Number(int(cfg.jump_length), precision=0,
+                    # empty = the config's value (after sample.yaml: the sampler's default)
+                    jump_length = gr.Number(cfg.get("jump_length"), precision=0,
                                             label="jump length (RePaint j)", elem_id="jump_length")
-                    jump_n_sample = gr.Number(int(cfg.jump_n_sample), precision=0,
+                    jump_n_sample = gr.Number(cfg.get("jump_n_sample"), precision=0,
                                               label="resamplings (RePaint r)",
                                               elem_id="jump_n_sample")
-                    eta = gr.Number(float(cfg.eta), label="eta (DDIM)", elem_id="eta")
+                    eta = gr.Number(cfg.get("eta"), label="eta (DDIM)", elem_id="eta")
                 with gr.Row():
                     n_samples = gr.Slider(1, int(cfg.get("max_samples") or 16), step=1,
                                           value=int(cfg.n_samples), label="samples",

@@ -150,6 +150,23 @@ def test_run_keeps_known_pixels_and_writes_downloads(page, tmp_path):
             "digit_03_grid.png"} <= zipped
 
 
+def test_image_dropped_on_the_editor(page):
+    """Without an uploaded file the editor's canvas is the input (grey RGBA -> grey)."""
+    grey = np.asarray(Image.open(DIGIT))
+    canvas = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    editor = painted_editor({"value": {"background": canvas, "layers": [], "composite": canvas}})
+    _, (status, _, gallery, _) = finish(page.run(editor, None, "painted", "ddpm", "auto", None,
+                                                 None, None, 1, 0))
+    assert status.startswith("done") and "canvas" in status
+    known = np.ones((16, 16), bool)
+    known[4:10, 5:12] = False
+    assert np.array_equal(gallery[0][0][known], grey[known])
+    colour = canvas.copy()
+    colour[0, 0, :3] = (255, 0, 0)
+    with pytest.raises(gr.Error, match=r"the editor's image \(canvas\) is colour"):
+        page.show_mask({"background": colour, "layers": []}, None, "box", 0)
+
+
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
     """Same engine: sample.py with the page's run.yaml config writes the same PNGs."""
     editor, source, _, _ = page.take_upload(str(DIGIT))

@@ -68,10 +68,13 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
         pixels = pixels[..., 0]
     if pixels.ndim == 3 and pixels.shape[-1] == 3 and _is_grey(pixels):
         pixels = pixels[..., 0]   # the editor hands grey images back as RGB(A)
-    folder = Path(tempfile.mkdtemp(prefix="priorpaint-app-"))
-    path = folder / f"{Path(name).stem or 'image'}.png"
-    array_to_image(pixels if pixels.ndim == 3 else pixels[..., None]).save(path)
-    return load_input(path, channels)
+    with tempfile.TemporaryDirectory(prefix="priorpaint-app-") as folder:
+        path = Path(folder) / f"{Path(name).stem or 'image'}.png"
+        array_to_image(pixels if pixels.ndim == 3 else pixels[..., None]).save(path)
+        try:
+            return load_input(path, channels)   # pixels are read into memory: the file may go
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(path), f"the editor's image ({name})")) from e
 
 
 def _is_grey(pixels: np.ndarray) -> bool:

@@ -1,7 +1,8 @@
 """The web page end to end in a real headless Chromium (Debian's package, driven by Playwright).
 
 ``python app.py`` is started on a free localhost port with a tiny prior; the browser uploads
-a digit, paints a stroke on the editor canvas with the mouse, runs a 20-call sampler and the
+a digit, asks for a run with nothing painted (the page must say so), paints a stroke on the
+editor canvas with the mouse, runs a 20-call sampler and the
 test fetches the results shown in the gallery: their known pixels must be the upload's. Then
 a 1910-call RePaint run is started and cancelled: the page must say so and leave no run
 folder. The page must make no request to another host (no CDN, no analytics).
@@ -101,6 +102,11 @@ def test_paint_run_and_keep_known_pixels(app_url):
             page.set_input_files("#upload input[type=file]", str(DIGIT))
             page.wait_for_selector("#masked img", timeout=20000)
             assert "resized" in page.inner_text("#note")   # 16x16 image, 8x8 prior
+
+            page.click("#run")   # nothing painted yet: a message in the page, no run
+            page.wait_for_selector("text=the mask has nothing to inpaint", timeout=15000)
+            for close in page.query_selector_all(".toast-close"):
+                close.click()
 
             page.click("#editor button[aria-label=Brush]")
             box = page.query_selector("#editor canvas").bounding_box()

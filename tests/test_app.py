@@ -205,6 +205,14 @@ def test_bad_inputs_give_clear_messages(page, tmp_path):
     with pytest.raises(gr.Error, match="colour.png is colour .* expects 1 channel"):
         page.take_upload(str(colour))
 
+    rgb = tmp_path / "rgb8.ckpt"
+    save_tiny_prior(rgb, channels=3, size=(8, 8), steps=20)
+    page.choose_checkpoint(str(rgb))
+    editor, source, _, _ = page.take_upload(str(colour))      # fine for an RGB prior
+    page.choose_checkpoint(page.checkpoints[0])               # then back to the grey one
+    with pytest.raises(gr.Error, match="colour.png is colour but the prior expects 1 channel"):
+        page.show_mask(editor["value"], source, "box", 0)
+
     editor, source, _, _ = page.take_upload(str(DIGIT))
     with pytest.raises(gr.Error, match="nothing to inpaint"):
         list(page.run(editor["value"], source, "painted", "ddpm", "auto", 10, 10, 0.0, 1, 0))

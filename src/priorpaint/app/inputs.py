@@ -18,7 +18,7 @@ from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mas
 from ..sampling.images import InputImage, array_to_image, load_input, save_png
 
 __all__ = ["read_upload", "input_from_array", "mask_from_layers", "generated_mask",
-           "check_mask", "size_note", "MASK_LABELS", "mask_choices"]
+           "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
 
 # what each generator kind means to someone looking at the page (the registry stays the source
 # of the names: kinds added later appear with their own name)
@@ -66,7 +66,7 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
         pixels = pixels[..., :3]
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
-    if pixels.ndim == 3 and pixels.shape[-1] == 3 and _is_grey(pixels):
+    if pixels.ndim == 3 and pixels.shape[-1] == 3 and is_grey(pixels):
         pixels = pixels[..., 0]   # the editor hands grey images back as RGB(A)
     with tempfile.TemporaryDirectory(prefix="priorpaint-app-") as folder:
         path = Path(folder) / f"{Path(name).stem or 'image'}.png"
@@ -77,9 +77,10 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
             raise ValueError(str(e).replace(str(path), f"the editor's image ({name})")) from e
 
 
-def _is_grey(pixels: np.ndarray) -> bool:
-    return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
-                and np.array_equal(pixels[..., 0], pixels[..., 2]))
+def is_grey(pixels: np.ndarray) -> bool:
+    """Whether (H, W, 1|3|4) pixels hold a grey image (one channel, or R = G = B)."""
+    return pixels.shape[-1] == 1 or bool(np.array_equal(pixels[..., 0], pixels[..., 1])
+                                         and np.array_equal(pixels[..., 0], pixels[..., 2]))
 
 
 def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:

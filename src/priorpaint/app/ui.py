@@ -36,6 +36,7 @@ from .inputs import (  # noqa: E402
     check_mask,
     generated_mask,
     input_from_array,
+    is_grey,
     mask_choices,
     mask_from_layers,
     read_upload,
@@ -159,6 +160,10 @@ class Page:
         editor shows them, else the editor's canvas (an image dropped on the editor)."""
         background = (editor or {}).get("background")
         if source is not None and (background is None or _same_pixels(background, source)):
+            if self.loaded.prior.channels == 1 and not is_grey(source.pixels):
+                # read for an RGB prior, and the checkpoint has changed since
+                raise gr.Error(f"image {source.path.name} is colour but the prior expects 1 "
+                               f"channel (grey); upload a grey image or choose an RGB prior")
             return source
         if background is None:
             raise gr.Error("no image: upload one, pick an example, or drop one on the editor")
@@ -167,7 +172,7 @@ class Page:
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
 
-    def current_mask(self, editor, image: InputImage, kind: str, seed) -> np.ndarray:
+    def current_mask(self, editor, image: InputImage, kind: str, seed) -> torch.Tensor:
         if kind == PAINTED:
             return mask_from_layers((editor or {}).get("layers"), image.size)
         try:

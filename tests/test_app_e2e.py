@@ -51,6 +51,10 @@ def fetch(url: str) -> bytes:
 @pytest.fixture
 def app_url(tmp_path):
     pytest.importorskip("gradio", reason="the page needs gradio: pip install -e '.[app]'")
+    if CHROMIUM is None:   # checked before the app starts: a skip costs nothing
+        pytest.skip("no chromium on PATH: apt-get install -y chromium (Debian's package)")
+    pytest.importorskip("playwright.sync_api",
+                        reason="the browser driver is missing: pip install playwright")
     ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=200)
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
@@ -84,10 +88,8 @@ def app_url(tmp_path):
 
 
 def test_paint_run_and_keep_known_pixels(app_url):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH: apt-get install -y chromium (Debian's package)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the browser driver is missing: pip install playwright")
+    from playwright import sync_api
+
     app_url, runs = app_url
     local = urlparse(app_url).netloc
     elsewhere = []

@@ -1,0 +1,142 @@
+"""What the page is given: an image (file, example or editor canvas) and a mask.
+
+Images go through ``sample.py``'s ``load_input``, so the channel rules and their messages are
+the command line's (grey into an RGB prior is repeated; colour into a grey prior is refused).
+A painted layer becomes a mask by one rule: every pixel the brush touched (alpha > 0 in any
+layer) is a hole (0), everything else is known (1), the convention of ``priorpaint.masks``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
+from ..sampling.images import InputImage, array_to_image, load_input, save_png
+
+__all__ = ["read_upload", "input_from_array", "mask_from_layers", "generated_mask",
+           "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
+
+# what each generator kind means to someone looking at the page (the registry stays the source
+# of the names: kinds added later appear with their own name)
+MASK_LABELS = {
+    "thick": "thick: wide random strokes",
+    "thin": "thin: narrow random strokes",
+    "ev2li": "lines: every second row missing (ev2li)",
+    "nn2": "sr2: one pixel of each 2×2 known (nn2)",
+    "expand": "expand: only the centre known",
+    "genhalf": "half: the right half missing (genhalf)",
+    "box": "box: a random rectangle (by the seed)",
+    "random": "random: one of the random kinds",
+}
+PAINTED = "painted"
+
+
+def mask_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs for the mask selector: the brush first, then every generator."""
+    return [("paint the hole with the brush", PAINTED)] + [
+        (MASK_LABELS.get(kind, kind), kind) for kind in MASK_KINDS]
+
+
+def read_upload(path, channels: int) -> InputImage:
+    """An uploaded file as sample.py reads it (a clear ValueError for non-images)."""
+    path = Path(str(path))
+    try:
+        return load_input(path, channels)
+    except ValueError as e:
+        if "cannot read image" in str(e):
+            raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
+                             f"JPEG, BMP or WebP file") from e
+        raise
+
+
+def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage:
+    """An editor canvas (H, W[, 3|4] uint8) as an input; opaque alpha is dropped.
+
+    The array is written to a PNG and read back with ``load_input`` so the channel rules
+    are exactly those of a file given to sample.py.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[-1] == 4 and (pixels[..., 3] == 255).all():
+        pixels = pixels[..., :3]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3 and pixels.shape[-1] == 3 and is_grey(pixels):
+        pixels = pixels[..., 0]   # the editor hands grey images back as RGB(A)
+    with tempfile.TemporaryDirectory(prefix="priorpaint-app-") as folder:
+        path = Path(folder) / f"{Path(name).stem or 'image'}.png"
+        array_to_image(pixels if pixels.ndim == 3 else pixels[..., None]).save(path)
+        try:
+            return load_input(path, channels)   # pixels are read into memory: the file may go
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(path), f"the editor's image ({name})")) from e
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    """Whether (H, W, 1|3|4) pixels hold a grey image (one channel, or R = G = B)."""
+    return pixels.shape[-1] == 1 or bool(np.array_equal(pixels[..., 0], pixels[..., 1])
+                                         and np.array_equal(pixels[..., 0], pixels[..., 2]))
+
+
+def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:
+    """(1, H, W) mask from the editor's layers: painted (alpha > 0 anywhere) = 0 = hole.
+
+    Layers of another size than the image (a scaled canvas) are resized nearest-neighbour.
+    """
+    painted = np.zeros(tuple(size), dtype=bool)
+    for layer in layers or []:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        touched = layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.reshape(
+            layer.shape[0], layer.shape[1], -1).max(axis=-1) > 0
+        if touched.shape != tuple(size):
+            touched = resize_mask(torch.from_numpy(touched.astype(np.float32))[None], size)[0]
+            touched = touched.numpy() > 0.5
+        painted |= touched
+    return torch.from_numpy((~painted).astype(np.float32))[None]
+
+
+def generated_mask(kind: str, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """The mask sample.py would generate for image 0 of a run with ``mask=kind seed=seed``."""
+    return make_mask(canonical_kind(kind), size, seed=mask_seed(int(seed), 0))
+
+
+def check_mask(mask: torch.Tensor) -> None:
+    """A mask must leave something to inpaint (a ValueError saying what to do otherwise)."""
+    if bool((mask > 0.5).all()):
+        raise ValueError("the mask has nothing to inpaint: paint over the part of the image to "
+                         "fill in (brush in the editor), or choose a generated mask kind")
+
+
+def size_note(image: InputImage, image_size: tuple[int, int], channels: int) -> str | None:
+    """What happens to an image the prior was not trained at (sample.py's handling), or None."""
+    notes = []
+    if tuple(image.size) != tuple(image_size):
+        notes.append(f"{image.path.name} is {image.size[0]}×{image.size[1]} but the prior works "
+                     f"at {image_size[0]}×{image_size[1]}: the model sees it resized (bicubic), "
+                     f"the result is resized back and the known pixels are copied exactly")
+    if image.pixels.shape[-1] == 1 and channels == 3:
+        notes.append(f"{image.path.name} is grey: the RGB prior sees it repeated on 3 channels "
+                     f"and the result stays grey")
+    return "; ".join(notes) or None
+
+
+def save_input(image: InputImage, folder: Path) -> Path:
+    """The input as a PNG in ``folder`` (lossless: what sample.py will read back)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{image.stem}.png"
+    save_png(array_to_image(image.pixels, image.alpha), path)
+    return path
+
+
+def save_mask(mask: torch.Tensor, path: Path) -> Path:
+    """The mask as an 8-bit PNG, 255 = known, 0 = hole (sample.py's ``mask=`` file form)."""
+    pixels = (mask[0].numpy() > 0.5).astype(np.uint8) * 255
+    save_png(array_to_image(pixels[..., None]), path)
+    return path

@@ -1,0 +1,408 @@
+"""The Gradio page and its handlers (``python app.py``).
+
+:class:`Page` holds the page's state (the config, the loaded prior, one cancel flag per
+visitor) and its handlers are plain methods: they take and return what the components hold
+(numpy arrays, editor dicts, file paths), so tests call them without a browser. User errors
+become ``gr.Error`` (a message in the page); notes such as "the image is resized" become
+``gr.Warning`` toasts and the status line.
+
+Offline by construction: analytics off, system fonts (the default theme's web fonts would
+come from a CDN), no share link, and one sampling job at a time
+(``queue(default_concurrency_limit=1)``); the light handlers (mask preview, budget) bypass
+that limit so the page stays responsive while a job runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported
+
+import queue  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..masks import IMAGE_SUFFIXES, list_files  # noqa: E402
+from ..sampling.api import SAMPLERS  # noqa: E402
+from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
+from .engine import RunCancelled, RunRequest, estimate_seconds, plan_calls, run_inpainting  # noqa: E402
+from .inputs import (  # noqa: E402
+    PAINTED,
+    check_mask,
+    generated_mask,
+    input_from_array,
+    is_grey,
+    mask_choices,
+    mask_from_layers,
+    read_upload,
+    size_note,
+)
+from .prior import LoadedPrior, describe_markdown, list_checkpoints, load  # noqa: E402
+
+__all__ = ["Page", "build", "launch", "parse_steps"]
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def _blank_or(kind, value):
+    """A number box's value, or None when it is empty (= the config's value)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return kind(value)
+
+
+def parse_steps(text) -> int | str:
+    """The steps box: ``auto``, an int, or a respacing string such as ``ddim50``."""
+    text = str(text).strip()
+    if not text:
+        return "auto"
+    return int(text) if text.isdigit() else text
+
+
+def _shown(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 1) grey as (H, W): what Gradio's image components display."""
+    pixels = np.asarray(pixels)
+    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
+
+
+def _same_pixels(background, image: InputImage) -> bool:
+    """Whether the editor's background shows ``image`` (compared on RGB)."""
+    shown = np.asarray(background)
+    shown = shown[..., :3] if shown.ndim == 3 else np.repeat(shown[..., None], 3, -1)
+    pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
+    return shown.shape == pixels.shape and bool(np.array_equal(shown, pixels))
+
+
+def _brush(image_size) -> gr.Brush:
+    """A magenta brush about a tenth of the image wide (Gradio's 'auto' covers tiny images)."""
+    return gr.Brush(default_size=max(1, min(image_size) // 10), colors=["#ff00ff"],
+                    color_mode="fixed")
+
+
+def _enlarged(pixels: np.ndarray, side: int = 192) -> np.ndarray:
+    """A small image repeated nearest-neighbour up to about ``side`` pixels (for viewing)."""
+    pixels = _shown(pixels)
+    factor = max(1, side // max(pixels.shape[:2]))
+    return pixels.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _seconds(value: float) -> str:
+    if value != value:  # nan
+        return "?"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+class Page:
+    """State and handlers of the page (one loaded prior, shared by all visitors)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.checkpoints = [str(p) for p in list_checkpoints(cfg.ckpt)]
+        self.runs = Path(str(cfg.get("runs") or "app_runs")).resolve()
+        self.examples = ([str(p) for p in list_files(Path(str(cfg.examples)), IMAGE_SUFFIXES)]
+                         if cfg.get("examples") and Path(str(cfg.examples)).is_dir() else [])
+        self.loaded: LoadedPrior | None = None
+        self._cancel: dict[str, threading.Event] = {}
+        self.load(self.checkpoints[0])
+
+    # ----------------------------------------------------------------------- the prior
+    def load(self, choice: str) -> LoadedPrior:
+        self.loaded = load(choice, device=str(self.cfg.device), use_ema=bool(self.cfg.use_ema),
+                           time_batches=tuple(self.cfg.get("time_batches") or (1, 2)))
+        return self.loaded
+
+    def choose_checkpoint(self, choice: str) -> str:
+        """Dropdown handler: load ``choice``; the Markdown that says what it is."""
+        if not choice:
+            raise gr.Error("choose a checkpoint")
+        try:
+            self.load(choice)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        return describe_markdown(self.loaded)
+
+    def info(self) -> str:
+        return describe_markdown(self.loaded)
+
+    # ----------------------------------------------------------------------- the image
+    def take_upload(self, path) -> tuple:
+        """File or example chosen: (editor value, source state, masked view, note)."""
+        if path is None:
+            return None, None, None, ""
+        try:
+            image = read_upload(path, self.loaded.prior.channels)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        note = self._note(image)
+        pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
+        editor = gr.update(value={"background": pixels, "layers": [], "composite": pixels},
+                           brush=_brush(image.size))
+        return editor, image, _enlarged(masked_view(image, torch.ones(1, *image.size))), note
+
+    def take_example(self, evt: gr.SelectData) -> tuple:
+        return self.take_upload(self.examples[evt.index])
+
+    def _note(self, image: InputImage) -> str:
+        prior = self.loaded.prior
+        note = size_note(image, prior.image_size, prior.channels)
+        if note:
+            gr.Warning(note)
+            return f"⚠ {note}"
+        return ""
+
+    def current_input(self, editor, source: InputImage | None) -> InputImage:
+        """The image to inpaint: the uploaded file's own pixels (exact, alpha kept) while the
+        editor shows them, else the editor's canvas (an image dropped on the editor)."""
+        background = (editor or {}).get("background")
+        if source is not None and (background is None or _same_pixels(background, source)):
+            if self.loaded.prior.channels == 1 and not is_grey(source.pixels):
+                # read for an RGB prior, and the checkpoint has changed since
+                raise gr.Error(f"image {source.path.name} is colour but the prior expects 1 "
+                               f"channel (grey); upload a grey image or choose an RGB prior")
+            return source
+        if background is None:
+            raise gr.Error("no image: upload one, pick an example, or drop one on the editor")
+        try:
+            return input_from_array(background, "canvas", self.loaded.prior.channels)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+
+    def current_mask(self, editor, image: InputImage, kind: str, seed) -> torch.Tensor:
+        if kind == PAINTED:
+            return mask_from_layers((editor or {}).get("layers"), image.size)
+        try:
+            return generated_mask(kind, image.size, int(seed or 0))
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+
+    def show_mask(self, editor, source, kind, seed):
+        """The masked input (hole grey) for the current image and mask choice."""
+        if source is None and (editor or {}).get("background") is None:
+            return None
+        image = self.current_input(editor, source)
+        return _enlarged(masked_view(image, self.current_mask(editor, image, kind, seed)))
+
+    # ----------------------------------------------------------------------- the budget
+    def budget(self, sampler, steps, jump_length, jump_n_sample, n_samples) -> str:
+        """Network calls per sample and the run's time estimated from the measured call."""
+        try:
+            calls = plan_calls(self.loaded, self.cfg, sampler, parse_steps(steps),
+                               _blank_or(int, jump_length), _blank_or(int, jump_n_sample))
+        except USER_ERRORS as e:
+            return f"⚠ {e}"
+        n, batch = int(n_samples), int(self.cfg.batch_size)
+        seconds = estimate_seconds(self.loaded, calls, n, batch)
+        per_call = self.loaded.call_seconds.get(1, float("nan"))
+        return (f"**{calls:,} network calls** per sample · {n} sample(s) in "
+                f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}** on "
+                f"{self.loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
+
+    # ----------------------------------------------------------------------- a run
+    def _event(self, request) -> threading.Event:
+        key = getattr(request, "session_hash", None) or "local"
+        return self._cancel.setdefault(key, threading.Event())
+
+    def cancel(self, request: gr.Request = None) -> str:
+        self._event(request).set()
+        return "cancelling…"
+
+    def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
+            n_samples, seed, request: gr.Request = None,
+            progress=gr.Progress()):  # noqa: B008 (how Gradio finds the progress bar)
+        """Generator handler: yields (status, preview, gallery, files) while sampling."""
+        loaded = self.loaded
+        image = self.current_input(editor, source)
+        mask = self.current_mask(editor, image, kind, seed)
+        try:
+            check_mask(mask)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+        job = RunRequest(image=image, mask=mask, sampler=str(sampler), steps=parse_steps(steps),
+                         jump_length=_blank_or(int, jump_length),
+                         jump_n_sample=_blank_or(int, jump_n_sample), eta=_blank_or(float, eta),
+                         n_samples=int(n_samples), seed=int(seed or 0))
+        try:
+            plan_calls(loaded, self.cfg, job.sampler, job.steps, job.jump_length,
+                       job.jump_n_sample, job.eta)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        cancel = self._event(request)
+        cancel.clear()
+        events: queue.Queue = queue.Queue()
+
+        def work():
+            try:
+                result = run_inpainting(
+                    loaded, job, self.cfg, self.runs, cancel=cancel,
+                    preview_every=int(self.cfg.get("preview_every") or 25),
+                    on_progress=lambda done, total: events.put(("progress", done, total)),
+                    on_preview=lambda tiles, done: events.put(("preview", tiles, done)))
+                events.put(("done", result))
+            except BaseException as e:  # handed to the page below
+                events.put(("error", e))
+
+        worker = threading.Thread(target=work, name="priorpaint-sampling", daemon=True)
+        started = time.perf_counter()
+        worker.start()
+        skip = gr.skip()
+        try:
+            yield "sampling…", skip, [], None
+            shown = 0.0
+            while True:
+                kind_, *payload = events.get()
+                if kind_ == "progress":
+                    done, total = payload
+                    progress((done, total), desc="sampling", unit="network calls")
+                    now = time.perf_counter()
+                    if now - shown > 0.5 or done == total:
+                        shown = now
+                        left = (now - started) / done * (total - done)
+                        yield (f"sampling: {done}/{total} network calls · "
+                               f"{_seconds(now - started)} elapsed · ~{_seconds(left)} left",
+                               skip, skip, skip)
+                elif kind_ == "preview":
+                    tiles, done = payload
+                    yield skip, _enlarged(np.asarray(comparison_grid([tiles]))), skip, skip
+                elif kind_ == "done":
+                    result = payload[0]
+                    gallery = [(_shown(s), f"sample {k}") for k, s in enumerate(result.samples)]
+                    yield (f"done: {len(result.samples)} sample(s), {result.network_calls:,} "
+                           f"network calls each, {_seconds(result.seconds)} · "
+                           f"`{result.run_dir}`", skip, gallery,
+                           [str(p) for p in result.downloads])
+                    return
+                else:
+                    error = payload[0]
+                    if isinstance(error, RunCancelled):
+                        gr.Info(f"run {error}")
+                        yield f"cancelled ({error}); nothing was written", skip, [], None
+                        return
+                    if isinstance(error, USER_ERRORS):
+                        raise gr.Error(str(error)) from error
+                    raise error
+        finally:
+            if worker.is_alive():   # the page went away or the event was cancelled
+                cancel.set()
+                worker.join()
+
+
+# tiny priors make tiny images: show their pixels, not a blur
+CSS = "#results img, #examples img {image-rendering: pixelated}"
+
+
+def _theme():
+    """The default look with system fonts: the stock theme loads Google Fonts from a CDN."""
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+def build(page: Page) -> gr.Blocks:
+    """The page: prior on top, image and mask on the left, sampler and results on the right."""
+    cfg = page.cfg
+    light = {"concurrency_limit": None}   # not queued behind a running sampling job
+    with gr.Blocks(title="priorpaint", analytics_enabled=False) as demo:
+        gr.Markdown("## priorpaint: inpaint by hand\nUpload an image or pick an example, paint "
+                    "the hole with the brush (painted = filled in) or choose a generated "
+                    "mask, then **Inpaint**.")
+        with gr.Row():
+            checkpoint = gr.Dropdown(page.checkpoints, value=page.checkpoints[0],
+                                     label="checkpoint", scale=1)
+            with gr.Column(scale=2):
+                info = gr.Markdown(page.info(), elem_id="prior-info")
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="upload an image (PNG, JPEG, …)", type="filepath",
+                                 elem_id="upload")
+                if page.examples:
+                    examples = gr.Gallery(page.examples, label="examples (click one)", columns=8,
+                                          height=110, allow_preview=False, elem_id="examples")
+                editor = gr.ImageEditor(label="paint the hole", type="numpy", format="png",
+                                        image_mode="RGBA", sources=("upload", "clipboard"),
+                                        brush=_brush(page.loaded.prior.image_size),
+                                        layers=False, transforms=(), elem_id="editor",
+                                        height=380)
+                kinds = mask_choices()
+                mask_kind = gr.Dropdown(kinds, value=kinds[0][1], label="mask", elem_id="mask")
+                note = gr.Markdown("", elem_id="note")
+                masked = gr.Image(label="masked input (hole grey)", format="png", height=200,
+                                  interactive=False, elem_id="masked")
+            with gr.Column():
+                samplers = list(SAMPLERS)
+                sampler = gr.Dropdown(samplers, value=str(cfg.sampler) if str(cfg.sampler) in
+                                      samplers else samplers[0], label="sampler",
+                                      elem_id="sampler")
+                with gr.Row():
+                    steps = gr.Textbox(str(cfg.steps), label="steps (auto, N or ddimN)",
+                                       elem_id="steps")
+                    # empty = the config's value (after sample.yaml: the sampler's default)
+                    jump_length = gr.Number(cfg.get("jump_length"), precision=0,
+                                            label="jump length (RePaint j)", elem_id="jump_length")
+                    jump_n_sample = gr.Number(cfg.get("jump_n_sample"), precision=0,
+                                              label="resamplings (RePaint r)",
+                                              elem_id="jump_n_sample")
+                    eta = gr.Number(cfg.get("eta"), label="eta (DDIM)", elem_id="eta")
+                with gr.Row():
+                    n_samples = gr.Slider(1, int(cfg.get("max_samples") or 16), step=1,
+                                          value=int(cfg.n_samples), label="samples",
+                                          elem_id="n_samples")
+                    seed = gr.Number(int(cfg.seed), precision=0, label="seed", elem_id="seed")
+                budget = gr.Markdown(page.budget(sampler.value, steps.value, jump_length.value,
+                                                 jump_n_sample.value, n_samples.value),
+                                     elem_id="budget")
+                with gr.Row():
+                    go = gr.Button("Inpaint", variant="primary", elem_id="run")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                status = gr.Markdown("", elem_id="status")
+                preview = gr.Image(label="predicted x̂₀ (preview)", format="png", height=160,
+                                   interactive=False, elem_id="preview")
+                gallery = gr.Gallery(label="results (known pixels exact)", format="png",
+                                     columns=4, height=260, object_fit="contain",
+                                     elem_id="results")
+                files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
+                                file_count="multiple", interactive=False, elem_id="downloads")
+
+        source = gr.State(None)
+        checkpoint.change(page.choose_checkpoint, checkpoint, info, **light).then(
+            page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples], budget, **light)
+        loaded = [editor, source, masked, note]
+        upload.upload(page.take_upload, upload, loaded, **light)
+        if page.examples:
+            examples.select(page.take_example, None, loaded, **light)
+        mask_inputs = [editor, source, mask_kind, seed]
+        for trigger in (editor.change, mask_kind.change, seed.change):
+            trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
+        for box in (sampler, steps, jump_length, jump_n_sample, n_samples):
+            box.change(page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples],
+                       budget, **light)
+        running = go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
+                                      jump_n_sample, eta, n_samples, seed],
+                           [status, preview, gallery, files])
+        stop.click(page.cancel, None, status, cancels=[running], queue=False)
+    return demo
+
+
+def launch(cfg, block: bool = True):
+    """Build and serve the page as configured (configs/app.yaml); returns the local URL."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "ckpt") or cfg.get("ckpt") in (None, ""):
+        raise ValueError("ckpt= is required: a checkpoint file, or a folder of .ckpt files "
+                         "to choose from (e.g. ckpt=outputs/)")
+    if cfg.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    page = Page(cfg)
+    demo = build(page)
+    demo.queue(default_concurrency_limit=1)   # several visitors queue; one job samples
+    port = None if cfg.get("port") in (None, "", "null") else int(cfg.port)
+    _, url, _ = demo.launch(server_name=str(cfg.host), server_port=port, share=False,
+                            inbrowser=False, allowed_paths=[str(page.runs)], theme=_theme(),
+                            footer_links=["settings"], css=CSS, ssr_mode=False, mcp_server=False,
+                            prevent_thread_lock=not block, quiet=not block)
+    return demo, url

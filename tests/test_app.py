@@ -1,0 +1,342 @@
+"""The web page's handlers without a browser (priorpaint.app): load, mask, run, downloads.
+
+A tiny untrained prior (tests/tiny.py) on a 20-step diffusion makes a ``ddpm`` run exactly
+20 network calls, so every run here takes well under a second.
+"""
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from tiny import save_tiny_prior
+
+gr = pytest.importorskip("gradio", reason="the page needs gradio: pip install -e '.[app]'")
+
+from priorpaint.app import engine  # noqa: E402
+from priorpaint.app.inputs import mask_from_layers  # noqa: E402
+from priorpaint.app.prior import describe  # noqa: E402
+from priorpaint.app.ui import Page  # noqa: E402
+from priorpaint.checkpoint import save_prior  # noqa: E402
+from priorpaint.sampling.noise import item_seed  # noqa: E402
+from priorpaint.sampling.run import run as sample_py_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGIT = ROOT / "examples" / "digits" / "digit_03.png"
+
+
+def app_config(ckpt, runs, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("app", overrides=[f"ckpt={ckpt}", f"runs={runs}", "device=cpu",
+                                         f"examples={ROOT / 'examples' / 'digits'}",
+                                         "sampler=ddpm", "time_batches=[1]", *overrides])
+
+
+@pytest.fixture
+def page(tmp_path, one_thread):
+    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    return Page(app_config(ckpt, tmp_path / "runs"))
+
+
+def painted_editor(upload_value, rows=slice(4, 10), cols=slice(5, 12)):
+    """The editor value after a brush stroke over ``rows`` x ``cols`` of a 16x16 image."""
+    value = dict(upload_value["value"])
+    height, width = value["background"].shape[:2]
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[rows, cols] = (255, 0, 255, 255)
+    value["layers"] = [layer]
+    return value
+
+
+def finish(generator):
+    """Run a page.run generator to its end; its last (status, preview, gallery, files)."""
+    updates = list(generator)
+    return updates, updates[-1]
+
+
+def test_checkpoint_info_and_folder_choice(tmp_path, one_thread):
+    folder = tmp_path / "outputs"
+    save_tiny_prior(folder / "a_grey.ckpt", channels=1, size=(8, 8), steps=20)
+    from tiny import tiny_unet
+
+    from priorpaint.diffusion import GaussianDiffusion
+    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": 20})
+    save_prior(folder / "run" / "b_trained.ckpt", tiny_unet(3), diffusion, (8, 12), 3,
+               extra={"global_step": 1234})
+    save_prior(folder / "c_converted.ckpt", tiny_unet(3), diffusion, 8, 3,
+               extra={"source": {"kind": "guided-diffusion", "file": "x.pt"}})
+    page = Page(app_config(folder, tmp_path / "runs"))
+    assert [Path(c).name for c in page.checkpoints] == ["a_grey.ckpt", "c_converted.ckpt",
+                                                        "b_trained.ckpt"]
+    first = describe(page.loaded)
+    assert first["image_size"] == [8, 8] and first["channels"] == 1
+    assert first["training_steps"] is None and "save_prior" in first["origin"]
+    assert first["seconds_per_call"][1] > 0
+
+    text = page.choose_checkpoint(page.checkpoints[2])
+    info = describe(page.loaded)
+    assert info["image_size"] == [8, 12] and info["channels"] == 3
+    assert info["training_steps"] == 1234 and info["origin"] == "trained with train.py"
+    assert "8 × 12" in text and "1,234" in text
+    page.choose_checkpoint(page.checkpoints[1])
+    assert describe(page.loaded)["origin"] == "converted from guided-diffusion (x.pt)"
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="without .ckpt files"):
+        Page(app_config(tmp_path / "empty", tmp_path / "runs2"))
+
+
+def test_mask_from_painted_layer():
+    layer = np.zeros((16, 16, 4), np.uint8)
+    layer[2:5, 3:9, 3] = 255           # painted (any colour, alpha > 0) = hole
+    layer[10, 10] = (255, 255, 255, 0)   # colour without alpha: not painted
+    mask = mask_from_layers([layer], (16, 16))
+    expected = np.ones((16, 16), np.float32)
+    expected[2:5, 3:9] = 0
+    assert mask.shape == (1, 16, 16) and np.array_equal(mask[0].numpy(), expected)
+    # a canvas twice the image's size maps back nearest-neighbour
+    big = np.zeros((32, 32, 4), np.uint8)
+    big[4:10, 6:18, 3] = 255
+    assert np.array_equal(mask_from_layers([big], (16, 16))[0].numpy(), expected)
+    assert bool(mask_from_layers([], (4, 4)).all())
+
+
+def test_run_keeps_known_pixels_and_writes_downloads(page, tmp_path):
+    upload = page.take_upload(str(DIGIT))
+    editor, source, masked, note = upload
+    assert "16×16" in note and "8×8" in note and "resized" in note
+    editor = painted_editor(editor)
+    view = page.show_mask(editor, source, "painted", 0)
+    factor = view.shape[0] // 16
+    assert view[5 * factor, 6 * factor] == 128   # the hole is grey in the masked view
+
+    updates, (status, _, gallery, files) = finish(page.run(
+        editor, source, "painted", "ddpm", "auto", 10, 10, 0.0, 2, 7))
+    assert status.startswith("done: 2 sample(s), 20 network calls each")
+    assert any(str(u[0]).startswith("sampling: 20/20") for u in updates)
+    original = np.asarray(Image.open(DIGIT))
+    known = np.ones((16, 16), bool)
+    known[4:10, 5:12] = False
+    assert len(gallery) == 2
+    for shown, _ in gallery:
+        assert shown.shape == (16, 16)
+        assert np.array_equal(shown[known], original[known])      # known pixels exact
+        assert not np.array_equal(shown[~known], original[~known])  # the hole was sampled
+
+    files = [Path(f) for f in files]
+    assert all(f.is_file() for f in files)
+    names = [f.name for f in files]
+    assert names[0].endswith(".zip") and "mask.png" in names and "run.yaml" in names
+    assert {"digit_03_s0.png", "digit_03_s1.png"} <= set(names)
+    mask_png = np.asarray(Image.open(files[names.index("mask.png")]))
+    assert np.array_equal(mask_png == 255, known)
+    record = yaml.safe_load(files[names.index("run.yaml")].read_text())
+    assert record["status"] == "complete"
+    assert record["resolved"]["network_calls_per_sample"] == 20
+    assert record["config"]["sampler"] == "ddpm" and record["config"]["seed"] == 7
+    assert record["config"]["n_samples"] == 2
+    assert [o["noise_seed"] for o in record["outputs"]] == [item_seed(7, 0, 0), item_seed(7, 0, 1)]
+    assert "port" not in record["config"] and "runs" not in record["config"]
+    import zipfile
+    with zipfile.ZipFile(files[0]) as z:
+        zipped = {Path(n).name for n in z.namelist()}
+    assert {"digit_03_s0.png", "digit_03_s1.png", "mask.png", "run.yaml", "digit_03.png",
+            "digit_03_grid.png"} <= zipped
+
+
+def test_image_dropped_on_the_editor(page):
+    """Without an uploaded file the editor's canvas is the input (grey RGBA -> grey)."""
+    grey = np.asarray(Image.open(DIGIT))
+    canvas = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    editor = painted_editor({"value": {"background": canvas, "layers": [], "composite": canvas}})
+    _, (status, _, gallery, _) = finish(page.run(editor, None, "painted", "ddpm", "auto", None,
+                                                 None, None, 1, 0))
+    assert status.startswith("done") and "canvas" in status
+    known = np.ones((16, 16), bool)
+    known[4:10, 5:12] = False
+    assert np.array_equal(gallery[0][0][known], grey[known])
+    colour = canvas.copy()
+    colour[0, 0, :3] = (255, 0, 0)
+    with pytest.raises(gr.Error, match=r"the editor's image \(canvas\) is colour"):
+        page.show_mask({"background": colour, "layers": []}, None, "box", 0)
+
+
+def test_sample_py_reproduces_a_page_run(page, tmp_path):
+    """Same engine: sample.py with the page's run.yaml config writes the same PNGs."""
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    _, (_, _, _, files) = finish(page.run(painted_editor(editor), source, "thick", "repaint",
+                                          "10", 2, 2, 0.0, 2, 3))
+    files = [Path(f) for f in files]
+    record = yaml.safe_load(next(f for f in files if f.name == "run.yaml").read_text())
+    config = dict(record["config"], out=str(tmp_path / "cli"))
+    from omegaconf import OmegaConf
+    sample_py_run(OmegaConf.create(config))
+    for k in range(2):
+        page_png = next(f for f in files if f.name == f"digit_03_s{k}.png")
+        cli_png = tmp_path / "cli" / f"digit_03_s{k}.png"
+        assert np.array_equal(np.asarray(Image.open(page_png)), np.asarray(Image.open(cli_png)))
+
+
+def test_example_click_loads_that_example(page):
+    from types import SimpleNamespace
+
+    assert [Path(e).name for e in page.examples][:2] == ["digit_00.png", "digit_01.png"]
+    editor, source, masked, _ = page.take_example(SimpleNamespace(index=1))
+    assert source.path.name == "digit_01.png"
+    assert np.array_equal(source.pixels[..., 0], np.asarray(Image.open(page.examples[1])))
+    assert np.array_equal(editor["value"]["background"][..., 0], source.pixels[..., 0])
+    assert masked.shape[0] >= 16 and masked.shape[0] % 16 == 0   # shown enlarged
+
+
+def test_bad_inputs_give_clear_messages(page, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(gr.Error, match="notes.txt is not an image"):
+        page.take_upload(str(text))
+
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(colour)
+    with pytest.raises(gr.Error, match="colour.png is colour .* expects 1 channel"):
+        page.take_upload(str(colour))
+
+    rgb = tmp_path / "rgb8.ckpt"
+    save_tiny_prior(rgb, channels=3, size=(8, 8), steps=20)
+    page.choose_checkpoint(str(rgb))
+    editor, source, _, _ = page.take_upload(str(colour))      # fine for an RGB prior
+    page.choose_checkpoint(page.checkpoints[0])               # then back to the grey one
+    with pytest.raises(gr.Error, match="colour.png is colour but the prior expects 1 channel"):
+        page.show_mask(editor["value"], source, "box", 0)
+
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    with pytest.raises(gr.Error, match="nothing to inpaint"):
+        list(page.run(editor["value"], source, "painted", "ddpm", "auto", 10, 10, 0.0, 1, 0))
+    with pytest.raises(gr.Error, match="no image"):
+        list(page.run({"background": None, "layers": []}, None, "box", "ddpm", "auto", 10, 10,
+                      0.0, 1, 0))
+    assert page.budget("ddpm", "500", 10, 10, 1).startswith("⚠ steps=500 does not fit")
+    with pytest.raises(gr.Error, match="steps=500 does not fit"):
+        list(page.run(painted_editor(editor), source, "painted", "ddpm", "500", 10, 10, 0.0,
+                      1, 0))
+    assert not list((tmp_path / "runs").glob("*"))   # no run folder for refused runs
+
+
+def test_budget_counts_calls_and_estimates_time(page):
+    text = page.budget("repaint", "auto", 10, 10, 3)
+    # 20 steps, j=10, r=10: sample.py's count for this schedule
+    from priorpaint.sampling.api import build_schedule
+    from priorpaint.sampling.schedules import count_network_calls
+    calls = count_network_calls(build_schedule("repaint", 20, 10, 10)[0])
+    assert f"**{calls:,} network calls**" in text
+    assert page.budget("repaint", "auto", None, "", 3) == text   # blank = the config's 10, 10
+    seconds = engine.estimate_seconds(page.loaded, calls, 3, 8)
+    per_call = page.loaded.call_seconds[1]
+    assert seconds == pytest.approx(calls * 3 * per_call)  # one timing: scales with the batch
+    page.loaded.call_seconds = {1: 0.01, 2: 0.015}         # fixed + per-item cost
+    assert engine.estimate_seconds(page.loaded, 100, 5, 2) == pytest.approx(
+        100 * (0.015 + 0.015 + 0.01))
+
+
+def test_cancel_stops_sampling_and_leaves_nothing(page, tmp_path):
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    image = page.current_input(editor["value"], source)
+    request = engine.RunRequest(image=image, mask=mask_from_layers(
+        painted_editor(editor)["layers"], image.size), sampler="ddpm", n_samples=1)
+    cancel, seen = threading.Event(), []
+
+    def on_progress(done, total):
+        seen.append(done)
+        if done == 5:
+            cancel.set()
+
+    with pytest.raises(engine.RunCancelled, match="after 6 of 20"):
+        engine.run_inpainting(page.loaded, request, page.cfg, tmp_path / "runs",
+                              on_progress=on_progress, cancel=cancel)
+    assert seen == [1, 2, 3, 4, 5]
+    assert not any((tmp_path / "runs").iterdir())
+    assert not page.loaded.model._forward_hooks   # the preview hook is removed
+
+
+def test_cancel_button_stops_the_page_run(page):
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    run = page.run(painted_editor(editor), source, "painted", "repaint", "auto", 10, 10, 0.0,
+                   1, 0)
+    assert next(run)[0] == "sampling…"
+    page.cancel()
+    status = list(run)[-1][0]
+    assert status.startswith("cancelled") and "of 110" in status
+
+
+def test_preview_is_the_predicted_x0(page, tmp_path):
+    """Previews come every `preview_every` calls; the last call's x̂_0 is the result's hole
+    (at the prior's own size, so no resize mixes known pixels into the hole)."""
+    small = tmp_path / "small.png"
+    Image.open(DIGIT).resize((8, 8)).save(small)
+    _, source, _, _ = page.take_upload(str(small))
+    mask = torch.ones(1, 8, 8)
+    mask[:, 2:6, 1:5] = 0
+    previews = []
+    result = engine.run_inpainting(
+        page.loaded, engine.RunRequest(image=source, mask=mask, sampler="ddpm", seed=1),
+        page.cfg, tmp_path / "runs", preview_every=8,
+        on_preview=lambda tiles, done: previews.append((done, tiles)))
+    assert [done for done, _ in previews] == [1, 9, 17, 20]
+    assert all(len(tiles) == 1 and tiles[0].shape == (8, 8, 1) for _, tiles in previews)
+    hole = mask[0].numpy() < 0.5
+    last = previews[-1][1][0][..., 0].astype(int)
+    sample = result.samples[0][..., 0].astype(int)
+    assert np.abs(last[hole] - sample[hole]).max() <= 1
+    assert np.abs(previews[0][1][0][..., 0].astype(int)[hole] - sample[hole]).max() > 1
+
+
+@pytest.mark.parametrize("kind", ["thick", "thin", "ev2li", "nn2", "expand", "genhalf", "box"])
+def test_generated_masks_match_sample_py(page, kind):
+    from priorpaint.masks import load_masks_for
+
+    _, source, _, _ = page.take_upload(str(DIGIT))
+    view = page.show_mask(None, source, kind, 5)
+    expected = load_masks_for([DIGIT], kind, sizes=[(16, 16)], seed=5)[0][0].numpy() > 0.5
+    factor = view.shape[0] // 16
+    assert (view[::factor, ::factor][~expected] == 128).all()   # the hole is grey
+    assert np.array_equal(page.current_mask(None, source, kind, 5)[0].numpy() > 0.5, expected)
+
+
+def test_offline_launch_settings(page, monkeypatch):
+    """No analytics, no share link, system fonts, one sampling job at a time."""
+    from priorpaint.app import ui
+
+    assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+    demo = ui.build(page)
+    assert demo.analytics_enabled is False
+    captured = {}
+
+    def fake_launch(self, **kwargs):
+        captured.update(kwargs)
+        return None, "http://127.0.0.1:1/", None
+
+    monkeypatch.setattr(type(demo), "launch", fake_launch)
+    monkeypatch.setattr(ui, "build", lambda p: demo)
+    ui.launch(page.cfg, block=False)
+    assert captured["share"] is False and captured["server_name"] == "127.0.0.1"
+    assert demo._queue.default_concurrency_limit == 1
+    fonts = str(ui._theme().font)
+    assert "GoogleFont" not in fonts
+
+
+def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for args, message in ((["ckpt=" + str(tmp_path / "none.ckpt")], "is neither a checkpoint"),
+                          ([], "ckpt= is required")):
+        done = subprocess.run([sys.executable, "app.py", *args, f"runs={tmp_path}"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("app.py: error: ") and message in done.stderr
+        assert "Traceback" not in done.stderr

@@ -1,6 +1,6 @@
 """What the entry points share: how they answer bad input, and train.py's quickstart rule.
 
-``train.py``, ``sample.py``, ``evaluate.py``, ``python -m priorpaint.convert`` and
+``train.py``, ``sample.py``, ``evaluate.py``, ``app.py``, ``python -m priorpaint.convert`` and
 ``data_prep/make_masks.py``/``export_digits.py`` wrap their work in :func:`report_user_errors`:
 an input the user can fix ends in ONE line on stderr (``prog: error: <what, where, what to
 do>``) and exit status 2; anything else is a bug and keeps its traceback. Light on imports

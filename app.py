@@ -17,10 +17,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+from priorpaint.cli import report_user_errors  # noqa: E402
 
 
 @hydra.main(config_path="configs", config_name="app", version_base="1.3")
+@report_user_errors("app.py")   # bad input: one line, exit status 2 (priorpaint.cli)
 def main(cfg: DictConfig) -> None:
     try:
         from priorpaint.app.ui import launch
@@ -28,11 +29,7 @@ def main(cfg: DictConfig) -> None:
         print(f"app.py: error: {e}; install the page's extra: pip install -e \".[app]\"",
               file=sys.stderr)
         raise SystemExit(2) from e
-    try:
-        launch(cfg)
-    except USER_ERRORS as e:  # bad input: say what is wrong, without a traceback
-        print(f"app.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    launch(cfg)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from priorpaint.cli import check_missing_keys, report_user_errors
 from priorpaint.evaluation.cli import run
 from priorpaint.metrics import MetricUnavailable
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MetricUnavailable)
 
-
+# bad input or a missing weight file: one line, exit status 2 (priorpaint.cli)
+@report_user_errors("evaluate.py", extra=(MetricUnavailable,))
 def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except USER_ERRORS as e:  # bad input or a missing weight file: say what, no traceback
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    check_missing_keys(cfg)
+    run(cfg)
 
 
 def main() -> None:

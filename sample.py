@@ -9,23 +9,18 @@ Options and their defaults: configs/sample.yaml. The work is done by
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
+from priorpaint.cli import check_missing_keys, report_user_errors
 from priorpaint.sampling.run import run
-
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
 @hydra.main(config_path="configs", config_name="sample", version_base="1.3")
+@report_user_errors("sample.py")   # bad input: one line, exit status 2 (priorpaint.cli)
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except USER_ERRORS as e:  # bad input: say what is wrong, without a traceback
-        print(f"sample.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    check_missing_keys(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

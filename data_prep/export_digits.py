@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from priorpaint.cli import report_user_errors
 from priorpaint.data.memory import DIGITS_HELD_OUT, load_digits_images
 from priorpaint.data.transforms import resize_cover
 
 
+@report_user_errors("export_digits.py", returns_status=True)   # bad input: one line, status 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.n <= DIGITS_HELD_OUT:
         parser.error(f"--n must be between 1 and {DIGITS_HELD_OUT}")
+    if args.size < 1:
+        parser.error(f"--size must be >= 1, got {args.size}")
+    if args.out.exists() and not args.out.is_dir():
+        raise NotADirectoryError(f"OUT {args.out} is a file; give a folder for the PNGs")
     images = resize_cover(load_digits_images("heldout")[: args.n], (args.size, args.size))
     args.out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from priorpaint.cli import report_user_errors
 from priorpaint.masks import MASK_ALIASES, MASK_KINDS, make_mask, mask_seed
 
 
@@ -45,6 +46,8 @@ def mask_image(mask) -> Image.Image:
 def write_masks(out: Path, kind: str, n: int, size: tuple[int, int], seed: int,
                 overwrite: bool) -> list[float]:
     """Write the n masks; returns the known fraction of each."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"OUT {out} is a file; give a folder for the masks")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"OUT {out} is not empty; pass --overwrite to replace its "
                               f"??????.png masks, or choose an empty folder")
@@ -59,6 +62,7 @@ def write_masks(out: Path, kind: str, n: int, size: tuple[int, int], seed: int,
     return fractions
 
 
+@report_user_errors("make_masks.py", returns_status=True)   # bad input: one line, status 2
 def main(argv: list[str] | None = None) -> int:
     kinds = ", ".join([*MASK_KINDS, *MASK_ALIASES])
     p = argparse.ArgumentParser(description="Write generated inpainting masks as RePaint-style "
@@ -72,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be >= 1")
-    try:
-        fractions = write_masks(args.out, args.kind, args.n, args.size, args.seed,
-                                args.overwrite)
-    except (ValueError, FileExistsError) as exn:
-        print(f"error: {exn}", file=sys.stderr)
-        return 2
+    fractions = write_masks(args.out, args.kind, args.n, args.size, args.seed, args.overwrite)
     height, width = args.size
     print(f"wrote {args.n} {args.kind} masks {height}x{width} to {args.out} "
           f"(known fraction mean {np.mean(fractions):.2f}, min {min(fractions):.2f}, "

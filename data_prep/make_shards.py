@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if index["total"] == 0:
         print(f"error: no image could be written from {args.src}; see {args.out}/skipped.txt",
               file=sys.stderr)
-        return 1
+        return 2   # the input's fault, like every other user error
     return 0
 
 

@@ -1,9 +1,12 @@
 """The checkpoint alone rebuilds network and diffusion (save_prior / load_prior / Lightning)."""
 
+import argparse
+
 import pytest
 import torch
 
-from priorpaint.checkpoint import load_prior, save_prior
+from priorpaint.checkpoint import MODEL_PREFIX, load_prior, save_prior, torch_file_problem
+from priorpaint.cli import UserError
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.models import UNet
 
@@ -82,3 +85,44 @@ def test_mismatched_weights_are_reported(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match="do not fit the saved model_config"):
         load_prior(path)
+
+
+# -------------------------------------------------- broken files vs files holding objects
+def _cut(path, out, size=20_000):
+    out.write_bytes(path.read_bytes()[:size])
+    return out
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_broken_file_is_not_advised_to_be_trusted(tmp_path, zip_format):
+    """A cut, garbage or text file is 'not a complete checkpoint'; never 'pass trusted=True'."""
+    whole = tmp_path / "whole.ckpt"
+    model = UNet(**TINY)
+    state = {"state_dict": {MODEL_PREFIX + k: v for k, v in model.state_dict().items()},
+             "args": argparse.Namespace(lr=1)}   # a real file holding a pickled object
+    torch.save(state, whole, _use_new_zipfile_serialization=zip_format)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("e" * 200)   # torch trips with KeyError: 101 on this one
+    # the issue's 20 KB of a zip checkpoint; a legacy file cut inside its pickles
+    cut = _cut(whole, tmp_path / "cut.ckpt", 20_000 if zip_format else 300)
+    for broken in (cut, notes, tmp_path / "empty.ckpt"):
+        broken.touch()
+        with pytest.raises(UserError, match="is not a complete checkpoint: corrupt, truncated or "
+                                            "another format") as caught:
+            load_prior(broken)
+        assert "trusted" not in str(caught.value) and str(broken) in str(caught.value)
+    kind = "complete torch file" if zip_format else r"legacy \(pre-1.6\) torch file"
+    with pytest.raises(UserError, match=kind + r" that holds pickled objects "
+                                        r"\(argparse.Namespace\).*trusted=True"):
+        load_prior(whole)
+    with pytest.raises(ValueError, match="not a priorpaint checkpoint"):  # trusted: it loads
+        load_prior(whole, trusted=True)
+
+
+def test_torch_file_problem_reads_structure_only(tmp_path):
+    path = save_prior(tmp_path / "p.pt", UNet(**TINY), GaussianDiffusion.from_config(DIFFUSION),
+                      8, 1)
+    assert torch_file_problem(path) is None
+    assert "cut short" in torch_file_problem(_cut(path, tmp_path / "cut.pt", 5_000))
+    (tmp_path / "text").write_text("hello")
+    assert "neither a zip nor a legacy torch file" in torch_file_problem(tmp_path / "text")

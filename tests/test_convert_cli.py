@@ -188,3 +188,45 @@ def test_converted_checkpoint_fine_tunes_through_train_py(guided, guided_pt, tmp
         run_training(compose_config([*base, "data.channels=1"]))
     with pytest.raises(ValueError, match="not both"):
         run_training(compose_config([*base, f"ckpt_path={ckpt}"]))
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grey_and_multichannel_guided_unets_convert_with_in_channels(tmp_path, channels,
+                                                                      capsys):
+    """Grey (1) and multi-channel (4) guided-diffusion models: in_channels is accepted,
+    out_channels follows from it and learn_sigma, and without it the hints say so."""
+    flags = ["image_size=16", "num_channels=32", "num_res_blocks=1", "channel_mult=1,2",
+             "attention_resolutions=8", "learn_sigma=True", "diffusion_steps=50",
+             "noise_schedule=cosine"]
+    # guided-diffusion's UNetModel for those flags, built by hand (our names are the reference's)
+    torch.manual_seed(channels)
+    reference = UNet(in_channels=channels, model_channels=32, out_channels=2 * channels,
+                     num_res_blocks=1, attention_resolutions=(2,), channel_mult=(1, 2),
+                     num_heads=4, use_scale_shift_norm=True)
+    with torch.no_grad():   # a fresh init outputs zeros: perturb so the comparison means something
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    published = tmp_path / f"c{channels}.pt"
+    torch.save({k: v.half() for k, v in reference.state_dict().items()}, published)
+
+    out = tmp_path / f"c{channels}.ckpt"
+    assert main(["guided-diffusion", str(published), str(out), *flags,
+                 f"in_channels={channels}"]) == 0
+    prior = load_prior(out)
+    assert prior.channels == channels and prior.image_size == (16, 16)
+    assert prior.model.config["out_channels"] == 2 * channels
+    assert prior.diffusion.var_type == "learned_range"
+    x, t = torch.randn(2, channels, 16, 16), torch.tensor([3, 40])
+    with torch.no_grad():
+        torch.testing.assert_close(prior.model(x, t), reference.half().float()(x, t),
+                                   rtol=0, atol=1e-5)
+
+    capsys.readouterr()
+    assert main(["guided-diffusion", str(published), str(tmp_path / "x.ckpt"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"set in_channels={channels}" in err
+    assert f"in_channels={channels} fixes both" in err and "learn_sigma was" not in err
+    assert main(["guided-diffusion", str(published), str(tmp_path / "x.ckpt"),
+                 *[f for f in flags if not f.startswith("learn_sigma")],
+                 f"in_channels={channels}"]) == 2
+    assert "learn_sigma was true" in capsys.readouterr().err   # 2 x channels outputs

@@ -395,6 +395,7 @@ def test_train_py_init_from_fine_tunes_a_converted_diffusers_prior(folder, tmp_p
             "trainer.max_steps=2", "trainer.precision=32-true", "num_threads=1",
             "logger=none", "~callbacks.sample_grid", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false", "module.optimizer.lr=1e-3",
+            "module.lr_schedule.warmup_steps=200",   # small steps: stays near the prior
             "module.ema.rates='0.5'", f"run_dir={tmp_path / 'run'}", f"init_from={ckpt}"]
     result = run_training(compose_config(base))
     assert type(result.module.model).__name__ == "DiffusersUNet"

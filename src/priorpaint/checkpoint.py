@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["Prior", "load_prior", "save_prior", "prior_payload", "MODEL_PREFIX", "FORMAT"]
+from .cli import UserError
+
+__all__ = ["Prior", "load_prior", "save_prior", "prior_payload", "load_torch_file",
+           "torch_file_problem", "MODEL_PREFIX", "FORMAT"]
 
 FORMAT = 1
 MODEL_PREFIX = "model."
@@ -132,13 +135,81 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
 def _load_file(path: Path, map_location, trusted: bool):
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return load_torch_file(path, map_location, trusted=trusted, what="checkpoint")
+
+
+def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
+                    what: str = "checkpoint", mmap: bool = False):
+    """``torch.load`` that tells a broken file from a real one holding pickled objects.
+
+    torch answers a truncated or foreign file with whatever its parser trips on (OSError
+    [Errno 22], KeyError, "Unsupported operand", ...), and a sound file with objects in it
+    with the same UnpicklingError as some broken ones. So on failure the file's structure is
+    checked: only a complete torch file whose pickle names a global is worth ``trusted=True``.
+    """
+    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path} holds objects that safe (weights-only) loading refuses; if you "
-                         f"trust the file, pass trusted=True ({e})") from e
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from e
+        return torch.load(path, map_location=map_location, weights_only=not trusted,
+                          mmap=mmap and not _is_legacy(path))
+    except MemoryError:
+        raise
+    except Exception as e:   # any parser failure: say what the file is, not where torch tripped
+        broken = torch_file_problem(path)
+        if broken:
+            raise UserError(f"{path} is not a complete {what}: corrupt, truncated or another "
+                            f"format ({broken}); re-download or re-save it") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
+            name = str(e).split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in str(e) else "?"
+            # a legacy file's tensor bytes follow its pickles unchecked: it may still be cut
+            kind = "legacy (pre-1.6) torch file" if _is_legacy(path) else "complete torch file"
+            raise UserError(f"{path} is a {kind} that holds pickled objects ({name}) "
+                            f"that safe (weights-only) loading refuses; only if you trust its "
+                            f"source, load it with priorpaint.checkpoint.load_prior(path, "
+                            f"trusted=True)") from e
+        raise UserError(f"{path}: torch.load failed: {first}") from e
+
+
+# what a legacy (pre-1.6, non-zip) torch.save file starts with: its pickled magic number
+LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
+def _is_legacy(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+
+
+def torch_file_problem(path) -> str | None:
+    """Why ``path`` cannot be a whole torch.save file, or None when its structure is sound.
+
+    Zip format (torch >= 1.6): the central directory sits at the end, so a cut file does not
+    open, and the archive must hold a data.pkl. Legacy format: the magic number, then the
+    pickles of protocol, sys info, object and storage keys must all parse to their STOP (the
+    raw tensor bytes after them are not checked).
+    """
+    import pickletools
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                    return "a zip archive without data.pkl"
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return "a zip archive cut short or damaged"
+        return None
+    if head == LEGACY_MAGIC:
+        with open(path, "rb") as f:
+            try:
+                for _ in range(5):
+                    for _op in pickletools.genops(f):
+                        pass
+            except Exception:   # genops raises ValueError and others on cut or bad data
+                return "a legacy torch file cut short or damaged"
+        return None
+    return "neither a zip nor a legacy torch file"
 
 
 def _pair(size) -> tuple[int, int]:

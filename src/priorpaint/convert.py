@@ -4,6 +4,7 @@
     python -m priorpaint.convert repaint celeba256_250000.pt celeba.ckpt preset=celeba256
     python -m priorpaint.convert improved-diffusion cifar10_uncond_50M_500K.pt c10.ckpt preset=cifar10
     python -m priorpaint.convert guided-diffusion my.pt out.ckpt image_size=64 num_channels=192 ...
+    python -m priorpaint.convert guided-diffusion grey.pt grey.ckpt in_channels=1 learn_sigma=True ...
     python -m priorpaint.convert diffusers path/to/ddpm-celebahq-256 celebahq.ckpt
 
 (diffusers folders carry their own configs: see ``priorpaint.diffusers_prior``.)
@@ -11,9 +12,11 @@
 The published files are bare state dicts: the architecture and the diffusion live only in the
 command lines their authors trained with. Presets hold those flags (the RePaint confs and the
 improved-diffusion README); ``key=value`` sets or overrides any of them, with the references'
-own flag names (``create_model`` and ``create_gaussian_diffusion`` arguments). The output
-carries model config, diffusion config, image size and channels, so ``sample.py ckpt=out.ckpt``
-needs no other flag and ``python train.py init_from=out.ckpt`` fine-tunes it.
+own flag names (``create_model`` and ``create_gaussian_diffusion`` arguments), plus
+``in_channels`` for grey (1) or multi-channel models (out_channels follows from it and
+learn_sigma). The output carries model config, diffusion config, image size and channels, so
+``sample.py ckpt=out.ckpt`` needs no other flag and ``python train.py init_from=out.ckpt``
+fine-tunes it.
 """
 
 from __future__ import annotations
@@ -21,27 +24,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from .checkpoint import save_prior
+from .checkpoint import load_torch_file, save_prior
+from .cli import report_user_errors
 from .diffusion import GaussianDiffusion
 from .models import unet_from_guided_diffusion, unet_from_improved_diffusion
 
 __all__ = ["PRESETS", "DEFAULTS", "diffusion_config_from_flags", "convert", "main"]
 
-# model_and_diffusion_defaults() of each reference's scripts: what an omitted flag meant.
+# model_and_diffusion_defaults() of each reference's scripts: what an omitted flag meant;
+# plus in_channels, which the references hard-code to 3 and grey or multi-channel models patch.
 DEFAULTS = {
     "guided": dict(
-        image_size=64, num_channels=128, num_res_blocks=2, num_heads=4, num_heads_upsample=-1,
-        num_head_channels=-1, attention_resolutions="16,8", channel_mult="", dropout=0.0,
+        image_size=64, in_channels=3, num_channels=128, num_res_blocks=2, num_heads=4,
+        num_heads_upsample=-1, num_head_channels=-1, attention_resolutions="16,8", channel_mult="",
+        dropout=0.0,
         class_cond=False, use_checkpoint=False, use_scale_shift_norm=True, resblock_updown=False,
         use_fp16=False, use_new_attention_order=False, learn_sigma=False, diffusion_steps=1000,
         noise_schedule="linear", use_kl=False, predict_xstart=False, rescale_timesteps=False,
         rescale_learned_sigmas=False, sigma_small=False),
     "improved": dict(
-        image_size=64, num_channels=128, num_res_blocks=2, num_heads=4, num_heads_upsample=-1,
-        attention_resolutions="16,8", dropout=0.0, learn_sigma=False, sigma_small=False,
+        image_size=64, in_channels=3, num_channels=128, num_res_blocks=2, num_heads=4,
+        num_heads_upsample=-1, attention_resolutions="16,8", dropout=0.0, learn_sigma=False,
+        sigma_small=False,
         class_cond=False, diffusion_steps=1000, noise_schedule="linear", use_kl=False,
         predict_xstart=False, rescale_timesteps=True, rescale_learned_sigmas=True,
         use_checkpoint=False, use_scale_shift_norm=True),
@@ -135,7 +141,10 @@ def convert(source: str, state_dict_path, out_path, preset: str | None = None,
     path = Path(state_dict_path)
     if not path.is_file():
         raise FileNotFoundError(f"{source} checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, what=f"{source} checkpoint")
+    if isinstance(state, dict) and "priorpaint" in state:
+        raise ValueError(f"{path} is already a priorpaint checkpoint: use it as it is "
+                         f"(python sample.py ckpt={path})")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     sampling_steps = flags.pop("sampling_steps", None)
@@ -172,19 +181,17 @@ USAGE = ("usage: python -m priorpaint.convert {guided-diffusion|improved-diffusi
                                  for s, r in SOURCES.items()))
 
 
+# ImportError: the diffusers source needs the optional diffusers package (its message says so)
+@report_user_errors("priorpaint.convert", extra=(ImportError,), returns_status=True)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 3 or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     source, src, out, *rest = argv
-    try:
-        overrides = _parse_overrides(rest)
-        preset = overrides.pop("preset", None)
-        written = convert(source, src, out, preset=preset, overrides=overrides)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    overrides = _parse_overrides(rest)
+    preset = overrides.pop("preset", None)
+    written = convert(source, src, out, preset=preset, overrides=overrides)
     print(f"wrote {written}  (sample with: python sample.py ckpt={written})")
     return 0
 

@@ -26,13 +26,18 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train",
                    config_dir: str | Path | None = None) -> DictConfig:
-    """The config ``train.py`` would run with these command-line overrides (tests, notebooks)."""
+    """The config ``train.py`` would run with these command-line overrides (tests, notebooks),
+    its quickstart rule (:func:`priorpaint.cli.with_default_experiment`) included."""
     from hydra import compose, initialize_config_dir
+
+    from ..cli import with_default_experiment
 
     folder = Path(config_dir or CONFIG_DIR).resolve()
     if not (folder / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(f"no {config_name}.yaml in {folder}; pass config_dir=")
     with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        if config_name == "train":
+            overrides = with_default_experiment(overrides)
         return compose(config_name, overrides=list(overrides))
 
 
@@ -116,7 +121,64 @@ def run_training(cfg: DictConfig) -> TrainResult:
         torch.set_num_threads(threads)
 
 
+def _check_command_line(cfg: DictConfig) -> None:
+    """Missing values and paths that do not exist, named before anything is built."""
+    from ..cli import UserError, check_missing_keys
+
+    check_missing_keys(cfg)
+    what = {"ckpt_path": "a run's checkpoints/last.ckpt to resume, or leave ckpt_path out",
+            "init_from": "a priorpaint checkpoint (train.py's or priorpaint.convert's output)"}
+    for key, hint in what.items():
+        path = cfg.get(key)
+        special = str(path) in ("last", "hpc", "best", "registry") or "://" in str(path)
+        if path and not special and not Path(path).exists():
+            raise UserError(f"{key}={path} does not exist: give {hint}")
+
+
+def _check_resume(cfg: DictConfig, module) -> None:
+    """``ckpt_path=`` needs the run's own network: name the settings that differ (and the run's
+    recorded arguments) instead of a page of size mismatches from load_state_dict."""
+    path = Path(str(cfg.get("ckpt_path") or ""))
+    if not cfg.get("ckpt_path") or not path.is_file():
+        return
+    from ..checkpoint import load_torch_file
+    from ..cli import UserError
+
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    saved = load_torch_file(path, mmap=True)
+    theirs = (saved.get("priorpaint") or {}).get("model_config") if isinstance(saved, dict) else None
+    if not theirs:
+        return   # not one of ours: Lightning says what it can
+    ours = dict(module.model.config)
+    differ = [f"{k}={plain(theirs.get(k))} (this command: {plain(ours.get(k))})"
+              for k in sorted(set(theirs) | set(ours)) if plain(theirs.get(k)) != plain(ours.get(k))]
+    if differ:
+        record = path.parent.parent / ".hydra" / "overrides.yaml"
+        args = " ".join(OmegaConf.load(record)) if record.is_file() else ""
+        raise UserError(f"ckpt_path={path} was trained with another network: {'; '.join(differ)}; "
+                        "resume with the run's own arguments"
+                        + (f" ({record}: {args})" if args else ""))
+
+
+def _follow_hydra_output_dir(cfg: DictConfig) -> None:
+    """One output folder for both spellings: ``run_dir=X`` sets ``hydra.run.dir`` (train.yaml
+    says ``hydra.run.dir: ${run_dir}``), and ``hydra.run.dir=X`` (or a multirun's job folder)
+    is where Hydra wrote its .hydra record, so run_dir takes that value and every
+    ``${run_dir}`` (checkpoints, TensorBoard, grids) follows it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():   # compose API (tests, notebooks): run_dir as given
+        return
+    output = HydraConfig.get().runtime.output_dir
+    if output and Path(output).resolve() != Path(cfg.run_dir).resolve():
+        cfg.run_dir = output
+
+
 def _fit(cfg: DictConfig) -> TrainResult:
+    _check_command_line(cfg)
+    _follow_hydra_output_dir(cfg)
     _single_log_stream()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -131,6 +193,7 @@ def _fit(cfg: DictConfig) -> TrainResult:
     # Plain containers (not DictConfig) so the checkpoint loads with torch.load(weights_only=True).
     module = get_class(module_cfg.pop("_target_"))(**module_cfg)
     check_geometry(datamodule, module)
+    _check_resume(cfg, module)
     if prior is not None:
         _load_init_weights(module, prior, cfg.init_from)
 

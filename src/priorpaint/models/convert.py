@@ -47,13 +47,13 @@ _DIFFUSION_KEYS = {
 }
 _CREATE_MODEL_ARGS = {
     "guided": {
-        "image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma",
+        "image_size", "in_channels", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma",
         "class_cond", "use_checkpoint", "attention_resolutions", "num_heads",
         "num_head_channels", "num_heads_upsample", "use_scale_shift_norm", "dropout",
         "resblock_updown", "use_fp16", "use_new_attention_order",
     },
     "improved": {
-        "image_size", "num_channels", "num_res_blocks", "learn_sigma", "class_cond",
+        "image_size", "in_channels", "num_channels", "num_res_blocks", "learn_sigma", "class_cond",
         "use_checkpoint", "attention_resolutions", "num_heads", "num_heads_upsample",
         "use_scale_shift_norm", "dropout",
     },
@@ -72,8 +72,10 @@ def unet_config_from_create_model_args(args: Mapping, reference: str = "guided")
 
     As the reference does: attention_resolutions "16,8" (pixel sizes) -> downsample rates
     image_size // res; channel_mult "" -> the default for image_size ("1,2,2" -> (1, 2, 2));
-    out_channels = 6 if learn_sigma else 3; num_classes = 1000 if class_cond else None;
-    in_channels = 3. Diffusion keys of `model_and_diffusion_defaults()` (diffusion_steps,
+    num_classes = 1000 if class_cond else None. ``in_channels`` is not a create_model argument
+    (the references hard-code 3) but the patch grey and multi-channel models are trained with,
+    so it is accepted (default 3) and out_channels follows: 2 x in_channels if learn_sigma,
+    else in_channels. Diffusion keys of `model_and_diffusion_defaults()` (diffusion_steps,
     noise_schedule, ...) are ignored. `reference` is "guided" (guided-diffusion/RePaint) or
     "improved" (improved-diffusion: no channel_mult argument, 32 -> (1, 2, 2, 2) default).
     Omitted arguments take create_model's own defaults (use_scale_shift_norm=False,
@@ -109,10 +111,13 @@ def unet_config_from_create_model_args(args: Mapping, reference: str = "guided")
         pixel_sizes = [int(r) for r in res.split(",") if r.strip()]
     else:
         pixel_sizes = [int(res)] if isinstance(res, int) else [int(r) for r in res]
+    in_channels = int(a.get("in_channels", 3))
+    if in_channels < 1:
+        raise ValueError(f"in_channels={in_channels}: an image has at least 1 channel")
     config = dict(
-        in_channels=3,
+        in_channels=in_channels,
         model_channels=int(a["num_channels"]),
-        out_channels=6 if a.get("learn_sigma", False) else 3,
+        out_channels=in_channels * (2 if a.get("learn_sigma", False) else 1),
         num_res_blocks=int(a["num_res_blocks"]),
         attention_resolutions=[image_size // r for r in pixel_sizes],
         dropout=float(a.get("dropout", 0.0)),
@@ -257,6 +262,9 @@ def _diagnose(config, ckpt, own, missing, unexpected, shapes) -> list[str]:
     hints = []
     shape_keys = {k for k, _, _ in shapes}
     n_ck, n_own = _count_blocks(ckpt, "input_blocks"), _count_blocks(own, "input_blocks")
+    if n_ck == 0:
+        return [f"the state dict has no input_blocks.* keys (first keys: {_first(list(ckpt), 3)}):"
+                " it is not a guided-/improved-diffusion UNet"]
     if n_ck != n_own:
         levels = len(config.get("channel_mult", (1, 2, 4, 8)))
         nrb = n_ck // levels - 1 if levels and n_ck % levels == 0 else None
@@ -264,15 +272,21 @@ def _diagnose(config, ckpt, own, missing, unexpected, shapes) -> list[str]:
                      + (f"num_res_blocks is probably {nrb} (with {levels} levels)" if nrb
                         else "check num_res_blocks and channel_mult"))
     in_ch, out_ch = config.get("in_channels"), config.get("out_channels")
-    n_out = ckpt["out.2.weight"].shape[0] if "out.2.weight" in ckpt else out_ch
-    if n_out != out_ch:
-        sigma = "true" if n_out == 2 * (in_ch or 0) else "false"
-        hints.append(f"out.2 has {n_out} output channels but config says out_channels={out_ch}: "
-                     f"learn_sigma was {sigma} / set out_channels={n_out}")
     n_in = ckpt["input_blocks.0.0.weight"].shape[1] if "input_blocks.0.0.weight" in ckpt else in_ch
     if n_in != in_ch:
         hints.append(f"input_blocks.0.0 takes {n_in} input channels but config says in_channels="
                      f"{in_ch}: set in_channels={n_in}")
+    n_out = ckpt["out.2.weight"].shape[0] if "out.2.weight" in ckpt else out_ch
+    if n_out != out_ch and n_in != in_ch and in_ch and n_in and out_ch * n_in == n_out * in_ch:
+        hints.append(f"out.2 has {n_out} output channels, {n_out // n_in} x its {n_in} input "
+                     f"channels as the config's learn_sigma says: in_channels={n_in} fixes both")
+    elif n_out != out_ch:
+        # learned sigma doubles the checkpoint's OWN input channels (not the config's)
+        sigma = {2 * (n_in or 0): "True", n_in: "False"}.get(n_out)
+        hints.append(f"out.2 has {n_out} output channels but config says out_channels={out_ch}: "
+                     + (f"learn_sigma was {sigma.lower()} for its {n_in} input channels "
+                        f"(create_model: learn_sigma={sigma}; UNetModel: set out_channels={n_out})"
+                        if sigma else f"set out_channels={n_out}"))
     if "time_embed.0.weight" in shape_keys:
         n = ckpt["time_embed.0.weight"].shape[1]
         hints.append(f"time_embed.0 expects a {n}-dim timestep embedding: set model_channels={n} "

@@ -125,8 +125,9 @@ def _open_prior(path, use_ema: bool):
     try:
         prior = load_prior(path, use_ema=use_ema)
     except (ValueError, KeyError, TypeError, RuntimeError, ImportError) as e:
-        message = str(e) if str(path) in str(e) else f"{path}: {e}"
-        raise ValueError(f"cannot use checkpoint {message}") from e
+        text = str(e)
+        rest = text[len(str(path)):] if text.startswith(str(path)) else f": {text}"
+        raise ValueError(f"ckpt={path}{rest}") from e
     diffusion, channels = prior.diffusion, prior.channels
     out_channels = getattr(prior.model, "config", {}).get("out_channels")
     expected = 2 * channels if diffusion.learns_variance else channels

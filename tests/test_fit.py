@@ -14,6 +14,7 @@ from PIL import Image
 from tiny import save_tiny_prior, tiny_unet, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
+from priorpaint.masks import MASK_KINDS, make_mask
 from priorpaint.models import UNet
 from priorpaint.sampling import inpaint_any_size
 from priorpaint.sampling.fit import (
@@ -102,6 +103,30 @@ def test_hole_boxes_match_a_flood_fill(density):
     unknown = rng.random((40, 37)) < density
     got = sorted((b.top, b.left, b.bottom, b.right) for b in hole_boxes(unknown))
     assert got == _flood_boxes(unknown)
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_every_mask_kind_plans_a_bounded_cover(kind):
+    """Each hole pixel lies in exactly one window's core, cores lie in their prior-size frames,
+    frames inside the image, and the windows are at most the half-window grid's 4 H W / (h w)
+    plus the small clusters' (every second row of a 96x160 image: not one window per row)."""
+    mask = make_mask(kind, (96, 160), seed=3)
+    plan = plan_windows(mask, (32, 32))
+    unknown = mask[0] < 0.5
+    covered = torch.zeros_like(unknown)
+    for window in plan.windows:
+        frame, core = window.frame, window.core
+        assert frame.size == (32, 32) and 0 <= frame.top and frame.bottom <= 96
+        assert 0 <= frame.left and frame.right <= 160
+        assert frame.top <= core.top and core.bottom <= frame.bottom
+        assert frame.left <= core.left and core.right <= frame.right
+        fresh = torch.zeros_like(unknown)
+        fresh[core.slices] = True
+        fresh &= unknown & ~covered
+        assert fresh.any()              # no window is run for nothing
+        covered |= fresh
+    assert torch.equal(covered, unknown)
+    assert len(plan.windows) <= 4 * (96 // 32) * (160 // 32) + 15
 
 
 def test_resolve_fit_and_errors():
@@ -225,7 +250,7 @@ def test_a_hole_larger_than_the_window_is_covered(diffusion):
     with pytest.warns(FitWarning):
         out = inpaint_any_size(model, diffusion, [x0], [mask], prior_size=(32, 32), fit="crop",
                                sampler="ddpm")[0]
-    assert len(model.shapes) == (1 + 3 * 4) * STEPS
+    assert len(model.shapes) == (1 + 4 * 4) * STEPS   # coarse pass + every 16x16 grid cell
     known = mask.bool()
     assert torch.equal(out[known], x0[known]) and (out[~known] != x0[~known]).all()
 

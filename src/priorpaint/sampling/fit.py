@@ -14,11 +14,12 @@ Crop, in order (all pure functions of the mask, so the plan is the same on every
    bounding box fits in one window are merged into a cluster (sampled together).
 2. A cluster that fits gets one window, centred on it and clamped inside the image: the most
    known context a window of the prior's size can give it.
-3. A cluster larger than a window is filled coarse-to-fine: the whole image is area-averaged
+3. Clusters larger than a window are filled coarse-to-fine: the whole image is area-averaged
    to (h, w) (hole pixels excluded, a small pixel is known only if all it covers is), inpainted
-   there for the layout, and the completion upsampled into the holes as a guide. The cluster
-   is then covered by cells of half a window, each sampled in a window centred on it with the
-   guide standing in (as known) for the not-yet-sampled hole pixels outside the cell.
+   there for the layout, and the completion upsampled into the holes as a guide. The clusters
+   are then covered by the cells of a grid of half windows, each sampled in a window centred
+   on it with the guide standing in (as known) for the not-yet-sampled hole pixels outside
+   the cell. (Small clusters' windows run first.)
 4. Windows are sampled in turn: each sees as known what the input knows and what earlier
    windows filled, and writes back only its own cluster or cell ("core"). Overlapping
    windows therefore agree; the known pixels are never written.
@@ -188,21 +189,22 @@ def cluster_boxes(boxes: Sequence[Box], window: Sequence[int]) -> list[Box]:
 
     Merged holes are sampled in one call, seeing each other's fill; holes that cannot share
     a window are sampled in turn instead. Boxes larger than a window stay as they are.
+    Greedy in raster order, then passes over the clusters until nothing merges: O(boxes x
+    clusters) per pass, so a mask of thousands of specks stays cheap.
     """
-    clusters = list(boxes)
+    clusters = sorted(boxes, key=lambda b: (b.top, b.left))
     merged = True
     while merged:
-        merged = False
-        for i in range(len(clusters)):
-            for j in range(i + 1, len(clusters)):
-                joint = clusters[i].union(clusters[j])
+        merged, out = False, []
+        for box in clusters:
+            for i, cluster in enumerate(out):
+                joint = cluster.union(box)
                 if joint.fits(window):
-                    clusters[i] = joint
-                    del clusters[j]
-                    merged = True
+                    out[i], merged = joint, True
                     break
-            if merged:
-                break
+            else:
+                out.append(box)
+        clusters = out
     return sorted(clusters, key=lambda b: (b.top, b.left))
 
 
@@ -214,39 +216,43 @@ def place_window(box: Box, window: Sequence[int], image_size: Sequence[int]) -> 
     return Box(top, left, top + h, left + w)
 
 
-def _cells(box: Box, window: Sequence[int]) -> list[Box]:
-    """Tiles of ``box``: along a side longer than the window, half a window each (so every
-    cell's window keeps a quarter window of context all round); otherwise the whole side."""
-    def spans(start, stop, size):
-        step = stop - start if stop - start <= size else max(size // 2, 1)
-        return [(a, min(a + step, stop)) for a in range(start, stop, step)]
-
-    return [Box(t, left, b, right)
-            for t, b in spans(box.top, box.bottom, window[0])
-            for left, right in spans(box.left, box.right, window[1])]
+def _grid_cells(image_size: Sequence[int], window: Sequence[int], regions: Sequence[Box]):
+    """Cells of half a window on a grid over the image, those meeting any of ``regions``, in
+    raster order. Each cell's window (centred on it) keeps a quarter window of context all
+    round, and the number of windows is bounded by the grid (4 H W / (h w)) whatever the
+    hole's shape (every other row of a large image is a few hundred cells, not thousands)."""
+    (H, W), (h, w) = tuple(image_size), tuple(window)
+    ch, cw = max(h // 2, 1), max(w // 2, 1)
+    cells = []
+    for top in range(0, H, ch):
+        for left in range(0, W, cw):
+            cell = Box(top, left, min(top + ch, H), min(left + cw, W))
+            if any(cell.top < r.bottom and r.top < cell.bottom and cell.left < r.right
+                   and r.left < cell.right for r in regions):
+                cells.append(cell)
+    return cells
 
 
 def plan_windows(mask: torch.Tensor, window: Sequence[int]) -> WindowPlan:
     """The windows that inpaint ``mask`` (1, H, W), 1 = known, in the order they run.
 
-    A window whose core holds no hole pixel that an earlier window has not already written is
-    dropped, so every call samples something and every hole pixel is written exactly once.
+    First one window per cluster that fits a window (raster order); then, if some clusters are
+    larger than a window, the grid cells that cover them (the coarse-to-fine part). A window
+    whose core holds no hole pixel that an earlier window has not already written is dropped,
+    so every call samples something and every hole pixel is written exactly once.
     """
     unknown = mask[0].detach().cpu().numpy() < 0.5
     image_size = unknown.shape
-    windows, coarse = [], False
+    clusters = cluster_boxes(hole_boxes(unknown), window)
+    large = [c for c in clusters if not c.fits(window)]
+    cores = [c for c in clusters if c.fits(window)] + _grid_cells(image_size, window, large)
+    windows = []
     pending = unknown.copy()
-    for cluster in cluster_boxes(hole_boxes(unknown), window):
-        if cluster.fits(window):
-            cores = [cluster]
-        else:
-            coarse = True
-            cores = _cells(cluster, window)
-        for core in cores:
-            if pending[core.slices].any():
-                windows.append(Window(place_window(core, window, image_size), core))
-                pending[core.slices] = False
-    return WindowPlan(tuple(windows), coarse)
+    for core in cores:
+        if pending[core.slices].any():
+            windows.append(Window(place_window(core, window, image_size), core))
+            pending[core.slices] = False
+    return WindowPlan(tuple(windows), bool(large))
 
 
 def count_calls(fits: Sequence[str], masks: Sequence[torch.Tensor], prior_size) -> int:

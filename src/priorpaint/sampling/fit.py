@@ -241,7 +241,7 @@ def plan_windows(mask: torch.Tensor, window: Sequence[int]) -> WindowPlan:
     whose core holds no hole pixel that an earlier window has not already written is dropped,
     so every call samples something and every hole pixel is written exactly once.
     """
-    unknown = mask[0].detach().cpu().numpy() < 0.5
+    unknown = mask[0].detach().cpu().numpy() <= 0.5   # as RePaint: known means > 0.5
     image_size = unknown.shape
     clusters = cluster_boxes(hole_boxes(unknown), window)
     large = [c for c in clusters if not c.fits(window)]
@@ -329,7 +329,7 @@ def _sample_cropped(sample: SampleFn, x0s, masks, idx, prior_size, seed, items, 
                       f"{h}x{w} for the layout, then cells of half a window sampled in turn at "
                       f"the image's own resolution, the upsampled coarse fill standing in for "
                       f"the hole outside each cell)", FitWarning, stacklevel=3)
-    if coarse:   # layout of the large holes, at the prior's size; the fill becomes the guide
+        # the layout of the large holes, at the prior's size; its fill becomes the guide
         small = [_coarse_input(x0s[j], masks[j], prior_size) for j in coarse]
         its = [items[j] for j in coarse]
         result = sample(torch.stack([s for s, _ in small]), torch.stack([m for _, m in small]),

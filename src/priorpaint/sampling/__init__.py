@@ -7,6 +7,7 @@ step. Randomness is per item (``item_generators``) so results do not depend on b
 """
 
 from .api import SAMPLERS, build_schedule, generate, inpaint
+from .fit import FITS, inpaint_any_size
 from .loop import LoopContext, Progress, SamplerCallback, sample_loop
 from .noise import ItemNoise, item_generators, item_seed
 from .repaint import RePaint
@@ -16,7 +17,7 @@ from .steps import STEP_KINDS, AncestralStep, DDIMStep, UndoStep, compile_plan
 __all__ = [
     "jump_schedule", "ddpm_schedule", "count_network_calls", "check_schedule",
     "sample_loop", "SamplerCallback", "LoopContext", "Progress",
-    "RePaint", "inpaint", "generate", "build_schedule", "SAMPLERS",
+    "RePaint", "inpaint", "generate", "build_schedule", "SAMPLERS", "inpaint_any_size", "FITS",
     "item_seed", "item_generators", "ItemNoise",
     "compile_plan", "AncestralStep", "DDIMStep", "UndoStep", "STEP_KINDS",
 ]

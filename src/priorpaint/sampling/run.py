@@ -23,6 +23,7 @@ from PIL import Image
 from ..masks import load_masks_for
 from .api import SAMPLERS, build_schedule, generate, inpaint
 from .distributed import local_device, ranks_from_env, shard
+from .fit import check_fit, count_calls, inpaint_items, resolve_fit
 from .images import (
     InputImage,
     array_to_image,
@@ -31,7 +32,6 @@ from .images import (
     list_images,
     load_input,
     masked_view,
-    model_mask,
     paste_known,
     save_png,
     to_model,
@@ -86,6 +86,7 @@ class _Options:
     autocast: torch.dtype | None
     n_samples: int
     batch_size: int
+    fit: str = "auto"
 
 
 def _options(cfg, num_timesteps: int) -> _Options:
@@ -101,8 +102,10 @@ def _options(cfg, num_timesteps: int) -> _Options:
     steps = cfg.steps
     if steps is None or str(steps) == "auto":
         steps = min(DEFAULT_STEPS, num_timesteps)
+    fit = str(cfg.get("fit", "auto"))
+    resolve_fit(fit, (1, 1), (1, 1))   # validates the name
     return _Options(sampler, steps, PRECISIONS[precision], int(cfg.n_samples),
-                    int(cfg.batch_size))
+                    int(cfg.batch_size), fit)
 
 
 def _respace(diffusion, steps):
@@ -149,7 +152,7 @@ def _resolved_config(cfg) -> dict:
 # options that change what an output is: a re-run may resume a run only if they are equal
 DEFINING_KEYS = ("images", "mask", "n_samples", "seed", "sampler", "steps", "jump_length",
                  "jump_n_sample", "start_resampling", "eta", "clip_denoised", "use_ema",
-                 "precision", "class_label")
+                 "precision", "class_label", "fit")
 
 
 def _check_resumable(record: Path, cfg, ckpt_sha: str, existing: list[Path]) -> None:
@@ -209,6 +212,9 @@ def run(cfg) -> list[Path]:
     if images_arg is not None:
         inputs = [load_input(p, prior.channels) for p in list_images(images_arg)]
         _check_unique_stems(inputs)
+        for image in inputs:
+            check_fit(resolve_fit(options.fit, image.size, prior.image_size), image.size,
+                      prior.image_size, prior.model, name=f"image {image.path}")
         masks = load_masks_for([i.path for i in inputs], str(mask_arg),
                                sizes=[i.size for i in inputs], seed=seed)
         stems = [i.stem for i in inputs]
@@ -272,7 +278,9 @@ def _sample_batches(prior, diffusion, inputs, masks, batches, options, cfg, devi
     elif cfg.get("class_label") is not None:
         raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {cfg.ckpt} is "
                          f"unconditional (no num_classes)")
-    progress = Progress(total=calls * len(batches), disable=not bool(cfg.get("progress", True)))
+    passes = [_passes(inputs, masks, batch, options, prior.image_size) if inputs else 1
+              for batch in batches]
+    progress = Progress(total=calls * sum(passes), disable=not bool(cfg.get("progress", True)))
     try:
         for batch in batches:
             if inputs:
@@ -284,19 +292,31 @@ def _sample_batches(prior, diffusion, inputs, masks, batches, options, cfg, devi
         progress.close()
 
 
+def _passes(inputs, masks, batch, options, prior_size) -> int:
+    """Sampler calls (each of ``calls`` network calls) this batch of outputs needs."""
+    fits = [resolve_fit(options.fit, inputs[i].size, prior_size) for _, i, _ in batch]
+    return count_calls(fits, [masks[i] for _, i, _ in batch], prior_size)
+
+
 def _inpaint_batch(model, diffusion, prior, inputs: list[InputImage], masks, batch, options,
                    cfg, device, progress) -> None:
+    """Inpaint a batch at the input's own size; ``fit`` (priorpaint.sampling.fit) decides
+    which prior-size (or native) sampler calls that takes."""
     size, channels = prior.image_size, prior.channels
-    x0 = torch.stack([to_model(inputs[i], channels, size) for _, i, _ in batch]).to(device)
-    mask = torch.stack([model_mask(masks[i], size) for _, i, _ in batch]).to(device)
-    generators = item_generators(cfg.seed, [i for _, i, _ in batch], [k for _, _, k in batch],
-                                 device)
-    _set_labels(model, cfg, [(i, k) for _, i, k in batch], device)
-    result = inpaint(model, diffusion, x0, mask, sampler=options.sampler,
-                     jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
-                     start_resampling=cfg.start_resampling, eta=float(cfg.eta),
-                     generators=generators, clip_denoised=_clip_denoised(cfg, prior),
-                     autocast_dtype=options.autocast, progress=progress)
+
+    def sampler_call(x0, mask, generators, items):
+        _set_labels(model, cfg, items, device)
+        return inpaint(model, diffusion, x0, mask, sampler=options.sampler,
+                       jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
+                       start_resampling=cfg.start_resampling, eta=float(cfg.eta),
+                       generators=generators, clip_denoised=_clip_denoised(cfg, prior),
+                       autocast_dtype=options.autocast, progress=progress)
+
+    fits = [resolve_fit(options.fit, inputs[i].size, size) for _, i, _ in batch]
+    x0 = [to_model(inputs[i], channels, inputs[i].size).to(device) for _, i, _ in batch]
+    mask = [masks[i].to(device) for _, i, _ in batch]
+    result = inpaint_items(sampler_call, x0, mask, fits, size, seed=int(cfg.seed),
+                           items=[(i, k) for _, i, k in batch])
     for (path, i, _), sample in zip(batch, result, strict=True):
         image = inputs[i]
         pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1]),

@@ -21,7 +21,15 @@ from .samplers import (
     sampler_schedule,
 )
 
-__all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate"]
+__all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate", "unconditional_sampler"]
+
+
+def unconditional_sampler(name: str) -> str:
+    """What sampler ``name`` becomes without a known region (repaint: ddpm; ddnm, diffpir:
+    ddim), since resampling and x̂_0 corrections only act on known pixels."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return {"repaint": "ddpm", "ddnm": "ddim", "diffpir": "ddim"}.get(name, name)
 
 
 def build_schedule(sampler: str, num_timesteps: int, jump_length: int | None = None,
@@ -94,8 +102,7 @@ def generate(model, diffusion, shape: Sequence[int], *, sampler: str = "ddpm",
     repaint -> ddpm (resampling without a known region only costs time), ddnm and
     diffpir -> ddim (deterministic DDIM with ``eta``).
     """
-    _ = SAMPLERS[sampler] if sampler in SAMPLERS else resolve_options(sampler)
-    sampler = {"repaint": "ddpm", "ddnm": "ddim", "diffpir": "ddim"}.get(sampler, sampler)
+    sampler = unconditional_sampler(sampler)
     diffusion = _respaced(diffusion, None if steps is None else
                           respacing(SamplerOptions(steps=steps), diffusion.num_timesteps))
     schedule, step = build_schedule(sampler, diffusion.num_timesteps)

@@ -76,6 +76,7 @@ class Sampler:
 
 
 _JUMPS = ("jump_length", "jump_n_sample", "start_resampling")
+_OPTIONAL = ("zeta", "inner_loops", "lambda_", "sigma_n", *_JUMPS)
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("repaint", "RePaint (Lugmayr et al. 2022): known pixels of x_t replaced by the "
@@ -110,16 +111,13 @@ def _get(name: str) -> Sampler:
 def resolve_options(name: str, options: SamplerOptions | None = None, **given) -> SamplerOptions:
     """``options`` (and keyword overrides) with every ``None`` replaced by the sampler's default.
 
-    Options the sampler does not read must stay ``None`` (e.g. ``inner_loops`` for repaint):
-    a clear error beats a silently ignored setting.
+    Options the sampler does not read come back ``None`` (e.g. ``jump_length`` for ddpm,
+    ``inner_loops`` for repaint), so one set of options can be handed to every sampler, as
+    an ablation over samplers does; ``sample.py`` logs what is in effect.
     """
     sampler = _get(name)
     options = replace(options or SamplerOptions(), **given)
-    for key in ("zeta", "inner_loops", "lambda_", "sigma_n", *_JUMPS):
-        if getattr(options, key) is not None and key not in sampler.takes:
-            readers = [s.name for s in SAMPLERS.values() if key in s.takes]
-            raise ValueError(f"{key.rstrip('_')}={getattr(options, key)} applies to "
-                             f"sampler={'|'.join(readers)}, not sampler={name}")
+    options = replace(options, **{key: None for key in _OPTIONAL if key not in sampler.takes})
     resolved = {f.name: getattr(options, f.name) if getattr(options, f.name) is not None
                 else getattr(sampler.defaults, f.name) for f in fields(SamplerOptions)}
     if resolved["step"] not in sampler.steps_allowed:

@@ -334,12 +334,17 @@ def main(argv: list[str]) -> None:
                          **metrics(filled[:, None], x0, mask, y, net, reference),
                          "s_per_image": seconds, "settings": "baseline"})
         for label in cfg["samplers"]:
+            done: dict[str, dict] = {}   # budgets that map to the same setting run once
             for budget in cfg["budgets"]:
                 name, options = settings(label, budget, model_steps)
                 calls = calls_of(name, options, model_steps)
+                key = json.dumps([name, options], sort_keys=True)
+                if key in done:
+                    rows.append({**done[key], "budget": budget})
+                    continue
                 cell = out / "cells" / f"{kind}_{label}_{budget}_n{len(ids)}_s{cfg['samples']}.json"
                 if cell.is_file():
-                    rows.append(json.loads(cell.read_text()))
+                    rows.append(done.setdefault(key, json.loads(cell.read_text())))
                     continue
                 completions, seconds = run_cell(prior, name, options, x0, mask, ids, cfg)
                 row = {"kind": kind, "sampler": label, "budget": budget, "calls": calls,
@@ -347,7 +352,7 @@ def main(argv: list[str]) -> None:
                        "s_per_image": seconds,
                        "settings": " ".join(f"{k}={v}" for k, v in options.items())}
                 cell.write_text(json.dumps(row))
-                rows.append(row)
+                rows.append(done.setdefault(key, row))
                 print(f"{kind:7s} {label:13s} {calls:5d} calls: acc {row['accuracy']:.3f} "
                       f"hole MSE {row['hole_mse']:.4f} FD {row['fd']:.1f} known err "
                       f"{row['known_error']:.0f} ({seconds:.2f} s/image)", flush=True)
@@ -392,8 +397,8 @@ def plot(rows: list[dict], path: Path) -> None:
     lo, hi = math.log10(min(calls)) - 0.1, math.log10(max(calls)) + 0.1
     hi = hi if hi > lo + 0.3 else lo + 0.3
     w, h, pad = 260, 200, 40
-    image = Image.new("RGB", (pad + len(kinds) * (w + pad), 2 * (h + pad) + pad + 20),
-                      "white")
+    image = Image.new("RGB", (max(pad + len(kinds) * (w + pad), 1000),
+                              2 * (h + pad) + pad + 20), "white")
     draw = ImageDraw.Draw(image)
     clean = next((r["accuracy"] for r in rows if r["sampler"] == "clean"), None)
     mse_max = max([r["hole_mse"] for r in rows if r["kind"] != "-"] + [1e-6]) * 1.05

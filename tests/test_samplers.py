@@ -6,11 +6,17 @@ and a prior trained briefly on scikit-learn digits inpaints held-out digits bett
 same network untrained, under every sampler.
 """
 
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.diffusion import coefficients as coef
@@ -26,6 +32,9 @@ from priorpaint.sampling import (
     inpaint,
     item_generators,
 )
+from priorpaint.sampling.run import run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -406,3 +415,29 @@ def test_a_trained_prior_beats_an_untrained_one(digit_priors, config):
         errors.append(float(((out - held_out)[hole] ** 2).mean()))
     # measured: trained 0.42-0.47, untrained 1.15-1.25 (hole MSE on [-1, 1])
     assert errors[0] < 0.7 * errors[1], errors
+
+
+# ----------------------------------------------------------------- sample.py
+@pytest.mark.parametrize("overrides, calls", [
+    (["sampler=ddnm"], 20),                                   # default 100 steps, capped at 20
+    (["sampler=ddnm", "steps=10", "jump_length=2", "jump_n_sample=3"], 10 + 2 * 2 * 4),
+    (["sampler=diffpir", "steps=8", "diffpir.inner_loops=2", "diffpir.lambda=2"], 8 + 7),
+    (["sampler=repaint", "step=ddim", "eta=0.5", "steps=10", "jump_length=2",
+      "jump_n_sample=2"], 10 + 2 * 4),
+])
+def test_sample_cli_runs_each_sampler_and_reports_its_calls(tmp_path, overrides, calls, caplog):
+    ckpt = save_tiny_prior(tmp_path / "p.ckpt", 1, (8, 8), steps=20)
+    (tmp_path / "in").mkdir()
+    images = write_random_images(tmp_path / "in", (8, 8))
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[
+            f"ckpt={ckpt}", f"images={images}", "mask=genhalf", f"out={tmp_path / 'out'}",
+            "progress=false", *overrides])
+    with caplog.at_level(logging.INFO, logger="priorpaint.sample"):
+        run(cfg)
+    assert f"{calls} network calls per image" in caplog.text
+    record = yaml.safe_load((tmp_path / "out" / "run.yaml").read_text())
+    assert record["resolved"]["network_calls_per_sample"] == calls
+    out = np.asarray(Image.open(tmp_path / "out" / "a_s0.png"))
+    source = np.asarray(Image.open(images / "a.png"))
+    assert np.array_equal(out[:, :4], source[:, :4])   # genhalf: the left half is known

@@ -441,3 +441,16 @@ def test_sample_cli_runs_each_sampler_and_reports_its_calls(tmp_path, overrides,
     out = np.asarray(Image.open(tmp_path / "out" / "a_s0.png"))
     source = np.asarray(Image.open(images / "a.png"))
     assert np.array_equal(out[:, :4], source[:, :4])   # genhalf: the left half is known
+
+
+def test_ablation_takes_the_samplers_with_jumps_only(tmp_path):
+    from priorpaint.evaluation.ablation import _sampler, run_ablation
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="ablation", overrides=[
+            f"ckpt={tmp_path / 'none.ckpt'}", f"images={tmp_path}", "mask=half",
+            "sampler=diffpir"])
+        ddnm = compose(config_name="ablation", overrides=["sampler=ddnm"])
+    with pytest.raises(ValueError, match="sampler=diffpir: .* only repaint, ddnm"):
+        run_ablation(cfg)
+    assert _sampler(ddnm) == {"sampler": "ddnm", "step": None, "eta": None}

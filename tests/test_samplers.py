@@ -24,6 +24,7 @@ from priorpaint.diffusion.schedules import quad_timesteps, space_timesteps
 from priorpaint.models import UNet
 from priorpaint.sampling import (
     SAMPLERS,
+    ItemNoise,
     build_schedule,
     compile_plan,
     count_network_calls,
@@ -316,6 +317,61 @@ def test_call_counts_follow_each_samplers_formula():
         assert count_network_calls(build_schedule("ddim", steps)[0]) == steps
     assert set(SAMPLERS) >= {"repaint", "ddpm", "ddim", "ddnm", "diffpir"}
     assert all(SAMPLERS[name].calls for name in SAMPLERS)
+
+
+def _reference_loop(model, d, y, mask, generators, correct, update):
+    """A plain loop in the papers' own form: x̂_0 from ε, ``correct``, then ``update``."""
+    noise = ItemNoise(generators, y.shape, "cpu")
+    x = noise()
+    with torch.no_grad():
+        for t in range(d.num_timesteps - 1, -1, -1):
+            ab, ab_next = d.alphas_cumprod[t], d.alphas_cumprod_prev[t]
+            et = model(x, d.model_timesteps(torch.full((len(x),), t)))[:, :1]
+            x0 = (x - et * (1 - ab).sqrt()) / ab.sqrt()
+            x0 = correct(x0, ab)
+            x = update(x, x0, et, ab, ab_next, noise() if t > 0 else torch.zeros_like(x))
+    return torch.lerp(x, y, mask.expand_as(y))
+
+
+def test_ddnm_is_the_authors_simplified_loop():
+    """DDNM's code: x̂_0 <- x̂_0 - A⁺(A x̂_0 - y), then
+    x = √ᾱ' x̂_0 + √(1-ᾱ') η z + √(1-ᾱ') √(1-η²) ε̂ (their eq. with σ_y = 0, η = 0.85)."""
+    d = diffusion_of(steps=40).respace("6")
+    x0, masks = _mixed_batch()
+    eta = 0.85
+
+    def update(x, x0, et, ab, ab_next, z):
+        return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * (eta * z + math.sqrt(1 - eta**2) * et)
+
+    expected = _reference_loop(Stub(), d, x0, masks, item_generators(3, range(4), [0] * 4),
+                               lambda x0_t, ab: x0_t - masks * (x0_t - x0), update)
+    got = inpaint(Stub(), d, x0, masks, sampler="ddnm", steps=6, clip_denoised=False,
+                  generators=item_generators(3, range(4), [0] * 4))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_diffpir_is_the_authors_inpainting_loop():
+    """DiffPIR's script: x̂_0 <- (M y + ρ x̂_0)/(M + ρ), ε = (x - √ᾱ x̂_0)/√(1-ᾱ), then
+    x = √ᾱ' x̂_0 + √(1-ζ) √(1-ᾱ') ε + √ζ √(1-ᾱ') z (η = 0)."""
+    d = diffusion_of(steps=40).respace("quad8")
+    x0, masks = _mixed_batch()
+    zeta, lam, sigma_n = 0.3, 2.0, 0.2
+
+    def correct(x0_t, ab):
+        rho = lam * sigma_n**2 / ((1 - ab) / ab)
+        return (masks * x0 + rho * x0_t) / (masks + rho)
+
+    def update(x, x0, et, ab, ab_next, z):
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * (
+            math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * z)
+
+    expected = _reference_loop(Stub(), d, x0, masks, item_generators(3, range(4), [0] * 4),
+                               correct, update)
+    got = inpaint(Stub(), d, x0, masks, sampler="diffpir", steps=8, skip="uniform",
+                  zeta=zeta, lambda_=lam, sigma_n=sigma_n, clip_denoised=False,
+                  generators=item_generators(3, range(4), [0] * 4))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)   # float32, 1/√(1-ᾱ)
 
 
 def test_default_respacing_of_each_sampler():

@@ -19,6 +19,7 @@ from .samplers import (
     resolve_options,
     respacing,
     sampler_schedule,
+    update_parameters,
 )
 
 __all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate", "unconditional_sampler"]
@@ -80,12 +81,12 @@ def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: 
         inner_loops=inner_loops, lambda_=lambda_, sigma_n=sigma_n))
     diffusion = _respaced(diffusion, respacing(options, diffusion.num_timesteps))
     spec = SAMPLERS[sampler]
+    update_eta, update_zeta = update_parameters(sampler, options)
     if schedule is None:
         schedule = sampler_schedule(sampler, options, diffusion.num_timesteps)
     return sample_loop(model, diffusion, x0.shape, schedule,
                        [conditioning(sampler, options, x0, mask), *callbacks], generators,
-                       seed=seed, step=options.step, eta=float(options.eta),
-                       zeta=float(options.zeta if options.zeta is not None else 1.0),
+                       seed=seed, step=options.step, eta=update_eta, zeta=update_zeta,
                        eps=spec.eps, jump=spec.jump, clip_denoised=clip_denoised,
                        device=x0.device, autocast_dtype=autocast_dtype, progress=progress)
 

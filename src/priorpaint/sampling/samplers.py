@@ -36,7 +36,7 @@ from .repaint import RePaint
 from .schedules import ddpm_schedule, jump_schedule
 
 __all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
-           "respacing", "conditioning", "DEFAULT_STEPS"]
+           "respacing", "conditioning", "update_parameters", "DEFAULT_STEPS"]
 
 DEFAULT_STEPS = 250  # RePaint's T: 250 respaced steps of a 1000-step model
 SKIPS = ("uniform", "quad")
@@ -73,6 +73,8 @@ class Sampler:
     uses_jumps: bool = False
     conditioning: Callable[..., KnownRegion] = (lambda x0, mask, options: RePaint(x0, mask))
     takes: tuple[str, ...] = ()                   # options that only some samplers read
+    # (η, ζ) of the engine's update from the resolved options: DDIM's η and DiffPIR's ζ
+    update: Callable[[SamplerOptions], tuple[float, float]] = (lambda o: (o.eta, 1.0))
 
 
 _JUMPS = ("jump_length", "jump_n_sample", "start_resampling")
@@ -91,14 +93,16 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             "time travel re-noises the corrected x0", "T + (r-1)*L*P",
             SamplerOptions(steps=100, step="zeta", eta=0.85, jump_length=1, jump_n_sample=1),
             eps="network", jump="x0", steps_allowed=("zeta",), uses_jumps=True,
-            conditioning=lambda x0, mask, options: DDNMProjection(x0, mask), takes=_JUMPS),
+            conditioning=lambda x0, mask, options: DDNMProjection(x0, mask), takes=_JUMPS,
+            update=lambda o: (0.0, o.eta**2)),   # DDNM's η step is the ζ = η² mix
     Sampler("diffpir", "DiffPIR (Zhu et al. 2023): proximal x0 step, zeta noise mix, quad "
             "skip, optional inner loops", "T + (T-1)*(U-1)",
             SamplerOptions(steps=20, skip="quad", step="zeta", eta=0.0, zeta=1.0,
                            inner_loops=1, lambda_=1.0, sigma_n=0.001),
             steps_allowed=("zeta",),
             conditioning=lambda x0, mask, o: DiffPIRProximal(x0, mask, o.lambda_, o.sigma_n),
-            takes=("zeta", "inner_loops", "lambda_", "sigma_n")),
+            takes=("zeta", "inner_loops", "lambda_", "sigma_n"),
+            update=lambda o: (o.eta, o.zeta)),
 )}
 
 
@@ -164,6 +168,13 @@ def sampler_schedule(name: str, options: SamplerOptions, num_timesteps: int) -> 
     if name == "diffpir":
         return diffpir_schedule(num_timesteps, int(options.inner_loops))
     return ddpm_schedule(num_timesteps)
+
+
+def update_parameters(name: str, options: SamplerOptions) -> tuple[float, float]:
+    """(η, ζ) that ``sample_loop`` gets for sampler ``name``: e.g. DDNM's η = 0.85 is the
+    engine's ζ = 0.7225 with DDIM η = 0."""
+    eta, zeta = _get(name).update(options)
+    return float(eta), float(zeta)
 
 
 def conditioning(name: str, options: SamplerOptions, x0: torch.Tensor,

@@ -1,8 +1,11 @@
 """Improved-DDPM diffusion maths: schedules, respacing, the Gaussian diffusion, losses, samplers.
 
 Pure functions and one class; nothing here calls a network or knows about training.
+``coefficients`` holds the reverse updates' per-step weights (posterior, DDIM, DiffPIR's ζ
+mix and proximal step) as functions of ᾱ, which the sampling engine reads.
 """
 
+from . import coefficients
 from .gaussian import LOSSES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from .likelihood import (
     approx_standard_normal_cdf,
@@ -11,12 +14,12 @@ from .likelihood import (
     normal_kl,
 )
 from .nll import calc_bpd_loop
-from .schedules import betas_for, betas_for_kept_steps, space_timesteps
+from .schedules import betas_for, betas_for_kept_steps, quad_timesteps, space_timesteps
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_sampler
 
 __all__ = [
     "GaussianDiffusion", "MEAN_TYPES", "VAR_TYPES", "LOSSES",
-    "betas_for", "betas_for_kept_steps", "space_timesteps",
+    "betas_for", "betas_for_kept_steps", "space_timesteps", "quad_timesteps", "coefficients",
     "normal_kl", "discretized_gaussian_log_likelihood", "approx_standard_normal_cdf", "mean_flat",
     "UniformSampler", "LossSecondMomentSampler", "create_sampler", "calc_bpd_loop",
 ]

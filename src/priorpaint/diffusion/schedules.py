@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["betas_for", "betas_from_alpha_bar", "space_timesteps", "betas_for_kept_steps"]
+__all__ = ["betas_for", "betas_from_alpha_bar", "space_timesteps", "betas_for_kept_steps",
+           "quad_timesteps"]
 
 MAX_COSINE_BETA = 0.999
 # schedules defined by (beta_start, beta_end); "linear" also has a parameter-free form
@@ -86,10 +87,30 @@ def _ddim_steps(steps: int, count: int) -> list[int]:
                      f"(respacing 'ddim{count}')")
 
 
+def quad_timesteps(steps: int, count: int) -> list[int]:
+    """DiffPIR's quadratic skip ('quad'): ``count`` steps of ``steps``, dense near t = 0.
+
+    DiffPIR walks s_k = floor(√(k/(count-1)) · T) for k = 0..count-1 (the last one minus 1)
+    and denoises at t = T - 1 - s_k, so the gaps shrink like 1/√ towards the clean end, where
+    the fine detail is decided. Returned sorted ascending, 0 and T-1 always kept.
+    """
+    if not 2 <= count <= steps:
+        raise ValueError(f"respacing 'quad{count}': keep between 2 and {steps} steps")
+    ladder = [int(math.sqrt(k * steps * steps / (count - 1))) for k in range(count)]
+    ladder[-1] -= 1
+    kept = sorted({steps - 1 - s for s in ladder})
+    if len(kept) != count:
+        raise ValueError(f"respacing 'quad{count}' keeps only {len(kept)} distinct steps of "
+                         f"{steps} (the quadratic ladder's last gaps are below one step): use "
+                         f"at most about {steps // 2} quad steps, or uniform steps")
+    return kept
+
+
 def space_timesteps(steps: int, spec: str | int) -> list[int]:
     """Original step indices to keep when sampling with fewer steps (sorted).
 
-    ``spec`` is either ``"ddimN"`` (an integer stride from 0, as DDIM uses) or comma-separated
+    ``spec`` is ``"quadN"`` (DiffPIR's quadratic skip, :func:`quad_timesteps`), ``"ddimN"``
+    (an integer stride from 0, as DDIM uses) or comma-separated
     counts ``"10,15,20"``: the T steps are cut into that many equal sections (the first ones
     one longer when T does not divide) and each section keeps its count of evenly spaced
     steps, first and last included. Strides are accumulated in float and rounded with Python's
@@ -97,6 +118,12 @@ def space_timesteps(steps: int, spec: str | int) -> list[int]:
     the same timesteps.
     """
     spec = str(spec).strip()
+    if spec.startswith("quad"):
+        try:
+            count = int(spec[len("quad"):])
+        except ValueError as e:
+            raise ValueError(f"bad respacing {spec!r}: expected 'quadN', e.g. 'quad20'") from e
+        return quad_timesteps(steps, count)
     if spec.startswith("ddim"):
         try:
             count = int(spec[len("ddim"):])

@@ -1,5 +1,8 @@
 """RePaint's compute ablations (Lugmayr et al. 2022, Tables 2 and 3) on any prior.
 
+Any sampler with resampling jumps runs it (``sampler=repaint``, optionally ``step=ddim``
+with ``eta``, or ``sampler=ddnm``, whose time travel has the same schedule and cost).
+
 At a fixed budget of network calls per sample:
 - "slowing-down": no resampling (r = 1) and as many steps as the budget allows (T = budget);
 - "resampling": fewer steps with r > 1 resamplings of jump length j, T fitted to the budget;
@@ -22,6 +25,7 @@ from omegaconf import OmegaConf
 from ..checkpoint import load_prior
 from ..metrics import write_metrics
 from ..sampling.run import run as sample_run
+from ..sampling.samplers import SAMPLERS
 from ..sampling.schedules import count_network_calls, jump_schedule
 from .folder import evaluate_run, read_run
 from .suite import MetricSuite
@@ -150,13 +154,25 @@ def _sample_options(cfg) -> dict:
     return options
 
 
+JUMP_SAMPLERS = tuple(name for name, s in SAMPLERS.items() if s.uses_jumps)
+
+
+def _sampler(cfg) -> dict:
+    """The ablated sampler and its fixed options (``sampler``, ``step``, ``eta``)."""
+    sampler = str(cfg.get("sampler") or "repaint")
+    if sampler not in JUMP_SAMPLERS:
+        raise ValueError(f"sampler={sampler}: the ablation varies resampling jumps, which only "
+                         f"{', '.join(JUMP_SAMPLERS)} make")
+    return {"sampler": sampler, "step": cfg.get("step"), "eta": cfg.get("eta")}
+
+
 def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite, options: dict) -> dict:
     """Sample one setting into ``out`` (resuming what is there), evaluate it, write metrics."""
     sample_cfg = OmegaConf.create({
-        **options, "ckpt": str(cfg.ckpt), "images": str(cfg.images), "mask": str(cfg.mask),
-        "out": str(out), "sampler": "repaint", "steps": setting.steps,
+        **options, **_sampler(cfg), "ckpt": str(cfg.ckpt), "images": str(cfg.images),
+        "mask": str(cfg.mask), "out": str(out), "steps": setting.steps,
         "jump_length": setting.jump_length, "jump_n_sample": setting.jump_n_sample,
-        "start_resampling": None, "eta": 0.0, "device": str(cfg.device)})
+        "start_resampling": None, "device": str(cfg.device)})
     start = time.perf_counter()
     try:
         sample_run(sample_cfg)
@@ -196,6 +212,7 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
         raise ValueError("nll_images= is a property of the prior, not of a sampler setting: "
                          "compute it with mode=folder")
     options = _sample_options(cfg)
+    _sampler(cfg)   # a wrong sampler fails before any work
     suite = suite or MetricSuite.from_config(cfg)
     max_steps = load_prior(ckpt).diffusion.num_timesteps
     resampling, sweep = cfg.resampling, cfg.jump_sweep
@@ -214,7 +231,7 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
                      **results[setting.name]})
     print(format_table(rows, _columns(suite, options)))
     paths = write_rows(rows, root, "ablation", header={
-        "budget": int(cfg.budget), "checkpoint": str(ckpt), "images": str(cfg.images),
+        "budget": int(cfg.budget), **_sampler(cfg), "checkpoint": str(ckpt), "images": str(cfg.images),
         "mask": str(cfg.mask), "model_steps": max_steps, "skipped": suite.skipped})
     print(f"wrote {paths[0]} and {paths[1]}")
     return rows

@@ -1,23 +1,30 @@
-"""Sampling: one reverse loop over a time schedule, with conditioning callbacks (RePaint).
+"""Sampling: one reverse loop over a time schedule, with conditioning callbacks.
 
 Data flow: a schedule (``ddpm_schedule``, ``jump_schedule``) is compiled into steps with
 precomputed coefficients (``compile_plan``); ``sample_loop`` walks them, calling the network
-once per denoising step and letting callbacks (``RePaint``, ``Progress``) act around each
-step. Randomness is per item (``item_generators``) so results do not depend on batching.
+once per denoising step and letting callbacks (``RePaint``, ``DDNMProjection``,
+``DiffPIRProximal``, ``Progress``) act around each step or correct its x̂_0. The samplers
+(``SAMPLERS``: repaint, ddpm, ddim, ddnm, diffpir) are entries of one registry.
+Randomness is per item (``item_generators``) so results do not depend on batching.
 """
 
 from .api import SAMPLERS, build_schedule, generate, inpaint
+from .conditioning import KnownRegion
+from .ddnm import DDNMProjection
+from .diffpir import DiffPIRProximal, diffpir_schedule
 from .fit import FITS, inpaint_any_size
 from .loop import LoopContext, Progress, SamplerCallback, sample_loop
 from .noise import ItemNoise, item_generators, item_seed
 from .repaint import RePaint
+from .samplers import Sampler, SamplerOptions, resolve_options
 from .schedules import check_schedule, count_network_calls, ddpm_schedule, jump_schedule
-from .steps import STEP_KINDS, AncestralStep, DDIMStep, UndoStep, compile_plan
+from .steps import STEP_KINDS, NetworkStep, RenoiseFromX0, UndoStep, compile_plan
 
 __all__ = [
     "jump_schedule", "ddpm_schedule", "count_network_calls", "check_schedule",
     "sample_loop", "SamplerCallback", "LoopContext", "Progress",
-    "RePaint", "inpaint", "generate", "build_schedule", "SAMPLERS", "inpaint_any_size", "FITS",
-    "item_seed", "item_generators", "ItemNoise",
-    "compile_plan", "AncestralStep", "DDIMStep", "UndoStep", "STEP_KINDS",
+    "RePaint", "DDNMProjection", "DiffPIRProximal", "KnownRegion", "diffpir_schedule",
+    "inpaint", "generate", "build_schedule", "SAMPLERS", "Sampler", "SamplerOptions",
+    "resolve_options", "inpaint_any_size", "FITS", "item_seed", "item_generators", "ItemNoise",
+    "compile_plan", "NetworkStep", "UndoStep", "RenoiseFromX0", "STEP_KINDS",
 ]

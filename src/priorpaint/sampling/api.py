@@ -1,7 +1,8 @@
-"""Convenience entry points: RePaint inpainting and unconditional sampling on tensors.
+"""Convenience entry points: inpainting (any registered sampler) and unconditional sampling.
 
-Both are thin: they pick a schedule and step kind, respace the diffusion if asked, and run
-:func:`sample_loop`. ``sample.py`` adds files, masks and batching on top.
+Both are thin: they resolve the sampler's options, respace the diffusion if asked, and run
+:func:`sample_loop`. ``sample.py`` adds files, masks and batching on top. The samplers and
+their defaults are in ``samplers.SAMPLERS``.
 """
 
 from __future__ import annotations
@@ -11,39 +12,50 @@ from collections.abc import Sequence
 import torch
 
 from .loop import Progress, SamplerCallback, sample_loop
-from .repaint import RePaint
-from .schedules import ddpm_schedule, jump_schedule
+from .samplers import (
+    SAMPLERS,
+    SamplerOptions,
+    conditioning,
+    resolve_options,
+    respacing,
+    sampler_schedule,
+    update_parameters,
+)
 
-__all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate"]
-
-SAMPLERS = ("repaint", "ddpm", "ddim")
+__all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate", "unconditional_sampler"]
 
 
-def build_schedule(sampler: str, num_timesteps: int, jump_length: int = 10,
-                   jump_n_sample: int = 10, start_resampling: int | None = None
-                   ) -> tuple[list[int], str]:
-    """(schedule, step kind) for ``sampler`` on a diffusion of ``num_timesteps`` steps.
+def unconditional_sampler(name: str) -> str:
+    """What sampler ``name`` becomes without a known region (repaint: ddpm; ddnm, diffpir:
+    ddim), since resampling and x̂_0 corrections only act on known pixels."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return {"repaint": "ddpm", "ddnm": "ddim", "diffpir": "ddim"}.get(name, name)
 
-    ``repaint`` walks ``jump_schedule``; ``ddpm`` and ``ddim`` walk straight down (with a mask
-    they are RePaint's conditioning without resampling).
+
+def build_schedule(sampler: str, num_timesteps: int, jump_length: int | None = None,
+                   jump_n_sample: int | None = None, start_resampling: int | None = None,
+                   **options) -> tuple[list[int], str]:
+    """(schedule, update kind) of ``sampler`` on a diffusion of ``num_timesteps`` steps.
+
+    ``repaint`` and ``ddnm`` walk ``jump_schedule``, ``diffpir`` its inner-loop schedule,
+    ``ddpm`` and ``ddim`` walk straight down. Other options: see :class:`SamplerOptions`.
     """
-    if sampler == "repaint":
-        return jump_schedule(num_timesteps, jump_length, jump_n_sample,
-                             start_resampling=start_resampling), "ddpm"
-    if sampler in ("ddpm", "ddim"):
-        return ddpm_schedule(num_timesteps), sampler
-    raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    resolved = resolve_options(sampler, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                               start_resampling=start_resampling, **options)
+    return sampler_schedule(sampler, resolved, num_timesteps), resolved.step
 
 
-def _respaced(diffusion, steps):
-    if steps is None or str(steps) == str(diffusion.num_timesteps):
-        return diffusion
-    return diffusion.respace(str(steps))
+def _respaced(diffusion, spec):
+    return diffusion if spec is None else diffusion.respace(spec)
 
 
 def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: str = "repaint",
-            steps: int | str | None = None, jump_length: int = 10, jump_n_sample: int = 10,
-            start_resampling: int | None = None, eta: float = 0.0,
+            steps: int | str | None = None, jump_length: int | None = None,
+            jump_n_sample: int | None = None, start_resampling: int | None = None,
+            eta: float | None = None, step: str | None = None, skip: str | None = None,
+            zeta: float | None = None, inner_loops: int | None = None,
+            lambda_: float | None = None, sigma_n: float | None = None,
             schedule: Sequence[int] | None = None,
             generators: Sequence[torch.Generator] | None = None, seed: int = 0,
             callbacks: Sequence[SamplerCallback] = (), clip_denoised: bool = True,
@@ -52,18 +64,31 @@ def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: 
     """Inpaint ``x0`` (B, C, H, W in [-1, 1]) where ``mask`` is 0; known pixels come back exact.
 
     Args:
-        steps: respace the diffusion to this many steps first (e.g. 250 of 1000, "ddim50").
+        sampler: a name of ``SAMPLERS`` (repaint, ddpm, ddim, ddnm, diffpir).
+        steps: respace the diffusion to this many steps first (e.g. 250 of 1000, "ddim50");
+            None = the sampler's default (repaint/ddpm/ddim: the diffusion as given, ddnm 100,
+            diffpir 20 on the quadratic skip).
+        jump_length, jump_n_sample, start_resampling: RePaint's j, r / DDNM's L, r.
+        eta, step, skip, zeta, inner_loops, lambda_, sigma_n: see :class:`SamplerOptions`
+            and ``samplers``' table; None = the sampler's default.
         schedule: walk this schedule instead of the sampler's (indices of the respaced chain).
         generators: one per item (``item_generators(seed, image_idx, sample_idx)``);
             default: item i uses (seed, i, 0).
     """
-    diffusion = _respaced(diffusion, steps)
-    default, step = build_schedule(sampler, diffusion.num_timesteps, jump_length,
-                                   jump_n_sample, start_resampling)
-    return sample_loop(model, diffusion, x0.shape, default if schedule is None else schedule,
-                       [RePaint(x0, mask), *callbacks], generators, seed=seed, step=step,
-                       eta=eta, clip_denoised=clip_denoised, device=x0.device,
-                       autocast_dtype=autocast_dtype, progress=progress)
+    options = resolve_options(sampler, SamplerOptions(
+        steps=steps, skip=skip, step=step, eta=eta, zeta=zeta, jump_length=jump_length,
+        jump_n_sample=jump_n_sample, start_resampling=start_resampling,
+        inner_loops=inner_loops, lambda_=lambda_, sigma_n=sigma_n))
+    diffusion = _respaced(diffusion, respacing(options, diffusion.num_timesteps))
+    spec = SAMPLERS[sampler]
+    update_eta, update_zeta = update_parameters(sampler, options)
+    if schedule is None:
+        schedule = sampler_schedule(sampler, options, diffusion.num_timesteps)
+    return sample_loop(model, diffusion, x0.shape, schedule,
+                       [conditioning(sampler, options, x0, mask), *callbacks], generators,
+                       seed=seed, step=options.step, eta=update_eta, zeta=update_zeta,
+                       eps=spec.eps, jump=spec.jump, clip_denoised=clip_denoised,
+                       device=x0.device, autocast_dtype=autocast_dtype, progress=progress)
 
 
 def generate(model, diffusion, shape: Sequence[int], *, sampler: str = "ddpm",
@@ -72,10 +97,15 @@ def generate(model, diffusion, shape: Sequence[int], *, sampler: str = "ddpm",
              callbacks: Sequence[SamplerCallback] = (), clip_denoised: bool = True,
              device=None, autocast_dtype: torch.dtype | None = None,
              progress: bool | Progress = False) -> torch.Tensor:
-    """Unconditional samples of ``shape`` (B, C, H, W) by ancestral sampling or DDIM."""
-    if sampler == "repaint":
-        sampler = "ddpm"  # without a known region, resampling only costs time
-    diffusion = _respaced(diffusion, steps)
+    """Unconditional samples of ``shape`` (B, C, H, W) by ancestral sampling or DDIM.
+
+    Inpainting samplers draw unconditionally as their update without conditioning:
+    repaint -> ddpm (resampling without a known region only costs time), ddnm and
+    diffpir -> ddim (deterministic DDIM with ``eta``).
+    """
+    sampler = unconditional_sampler(sampler)
+    diffusion = _respaced(diffusion, None if steps is None else
+                          respacing(SamplerOptions(steps=steps), diffusion.num_timesteps))
     schedule, step = build_schedule(sampler, diffusion.num_timesteps)
     return sample_loop(model, diffusion, shape, schedule, callbacks, generators, seed=seed,
                        step=step, eta=eta, clip_denoised=clip_denoised, device=device,

@@ -1,8 +1,10 @@
 """The reverse loop: walk a schedule, letting conditioning callbacks act around each step.
 
-The loop body is only ``before hooks -> step -> after hooks``. Everything else (coefficients,
-network timesteps, the callbacks' own tables) is prepared before the first step, so the wall
-time of a run is the network's time plus a few elementwise ops per step.
+The loop body is only ``before hooks -> step -> after hooks``; inside each network step the
+callbacks' ``correct_x0`` hooks edit the predicted x̂_0 before the update (see ``steps``).
+Everything else (coefficients, network timesteps, the callbacks' own tables) is prepared
+before the first step, so the wall time of a run is the network's time plus a few
+elementwise ops per step.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class SamplerCallback:
 
     def after_step(self, x: torch.Tensor, step) -> torch.Tensor:
         return x
+
+    def correct_x0(self, x0: torch.Tensor, x: torch.Tensor, step) -> torch.Tensor:
+        """Edit the network step's x̂_0 (after clipping) before its update; x is x_t."""
+        return x0
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Last word on the final x_0 (after the loop, outside the hot path)."""
@@ -93,7 +99,8 @@ def _device_of(model, fallback="cpu") -> torch.device:
 def sample_loop(model, diffusion, shape: Sequence[int], schedule: Sequence[int],
                 callbacks: Sequence[SamplerCallback] = (),
                 generators: Sequence[torch.Generator] | None = None, *, seed: int = 0,
-                step: str = "ddpm", eta: float = 0.0, clip_denoised: bool = True,
+                step: str = "ddpm", eta: float = 0.0, zeta: float = 1.0, eps: str = "x0",
+                jump: str = "xt", clip_denoised: bool = True,
                 x_T: torch.Tensor | None = None, device=None, dtype=torch.float32,
                 autocast_dtype: torch.dtype | None = None,
                 progress: bool | Progress = False) -> torch.Tensor:
@@ -107,8 +114,10 @@ def sample_loop(model, diffusion, shape: Sequence[int], schedule: Sequence[int],
         callbacks: conditioning/monitoring hooks (e.g. :class:`RePaint`), in order.
         generators: one per item (see ``item_generators``); default: seeded from ``seed``
             with image indices 0..B-1 and sample index 0.
-        step: ``"ddpm"`` (ancestral sampling with the learned variance) or ``"ddim"``.
-        eta: DDIM's η.
+        step: the update: ``"ddpm"`` (ancestral, the model's variance), ``"ddim"`` or
+            ``"zeta"`` (DiffPIR's noise mix); see :func:`compile_plan`.
+        eta, zeta, eps: the update's parameters (:func:`compile_plan`).
+        jump: what a move up the schedule re-noises: ``"xt"`` (RePaint) or ``"x0"`` (DDNM).
         x_T: starting state; default: noise from the items' generators (their first draw).
         dtype: dtype of the state and the step maths (the network may run lower: see
             ``autocast_dtype``, e.g. ``torch.bfloat16``).
@@ -122,9 +131,11 @@ def sample_loop(model, diffusion, shape: Sequence[int], schedule: Sequence[int],
     if generators is None:
         generators = item_generators(seed, range(shape[0]), [0] * shape[0], device)
     noise = ItemNoise(generators, shape, device, dtype)
-    plan = compile_plan(diffusion, schedule, shape[0], shape[1], step=step, eta=eta,
-                        clip_denoised=clip_denoised, device=device, dtype=dtype)
     callbacks = list(callbacks)
+    corrections = [c.correct_x0 for c in callbacks if _overrides(c, "correct_x0")]
+    plan = compile_plan(diffusion, schedule, shape[0], shape[1], step=step, eta=eta, zeta=zeta,
+                        eps=eps, jump=jump, corrections=corrections,
+                        clip_denoised=clip_denoised, device=device, dtype=dtype)
     own_bar = None
     if progress is True:
         own_bar = Progress()

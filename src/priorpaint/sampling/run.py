@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from ..masks import load_masks_for
-from .api import SAMPLERS, build_schedule, generate, inpaint
+from .api import SAMPLERS, generate, inpaint, unconditional_sampler
 from .distributed import local_device, ranks_from_env, shard
 from .fit import check_fit, count_calls, inpaint_items, resolve_fit
 from .images import (
@@ -39,12 +39,12 @@ from .images import (
 from .labels import WithLabels, class_labels
 from .loop import Progress
 from .noise import item_generators, item_seed
+from .samplers import DEFAULT_STEPS, SamplerOptions, resolve_options, respacing, sampler_schedule
 from .schedules import count_network_calls
 
 __all__ = ["run", "output_path", "resolve_device", "file_sha256", "DEFAULT_STEPS"]
 
 log = logging.getLogger("priorpaint.sample")
-DEFAULT_STEPS = 250  # the paper: 250 respaced steps of a 1000-step model
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -86,37 +86,63 @@ class _Options:
     autocast: torch.dtype | None
     n_samples: int
     batch_size: int
+    sampler_options: SamplerOptions   # resolved: every sampler knob has its value
     fit: str = "auto"
 
 
-def _options(cfg, num_timesteps: int) -> _Options:
+def _sampler_options(cfg, sampler: str) -> SamplerOptions:
+    """The sampler's knobs from sample.yaml (null = the sampler's default; see samplers.py)."""
+    diffpir = cfg.get("diffpir") or {}
+    unknown = sorted(set(diffpir) - {"lambda", "sigma_n", "zeta", "inner_loops"})
+    if unknown:
+        raise ValueError(f"diffpir.{unknown[0]} is not a DiffPIR option; they are diffpir.lambda, "
+                         f"diffpir.sigma_n, diffpir.zeta and diffpir.inner_loops")
+
+    def number(value, kind=float):
+        return None if value is None else kind(value)
+
+    given = SamplerOptions(
+        step=cfg.get("step"), skip=cfg.get("skip"), eta=number(cfg.get("eta")),
+        jump_length=number(cfg.get("jump_length"), int),
+        jump_n_sample=number(cfg.get("jump_n_sample"), int),
+        start_resampling=number(cfg.get("start_resampling"), int),
+        zeta=number(diffpir.get("zeta")), inner_loops=number(diffpir.get("inner_loops"), int),
+        lambda_=number(diffpir.get("lambda")), sigma_n=number(diffpir.get("sigma_n")))
+    return resolve_options(sampler, given)
+
+
+def _options(cfg, num_timesteps: int, conditional: bool = True) -> _Options:
     sampler = str(cfg.sampler)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler} is unknown; choose one of {', '.join(SAMPLERS)}")
     precision = str(cfg.precision)
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision} is unknown; choose fp32 or bf16")
-    for key in ("n_samples", "batch_size", "jump_length", "jump_n_sample"):
+    for key in ("n_samples", "batch_size"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key}={cfg[key]} must be at least 1")
+    sampler_options = _sampler_options(cfg, sampler)
     steps = cfg.steps
     if steps is None or str(steps) == "auto":
-        steps = min(DEFAULT_STEPS, num_timesteps)
+        default = sampler_options.steps if conditional else None
+        steps = min(DEFAULT_STEPS if default is None else int(default), num_timesteps)
+    elif str(steps).strip().isdigit():
+        steps = int(steps)
+    sampler_options = replace(sampler_options, steps=steps)
     fit = str(cfg.get("fit", "auto"))
     resolve_fit(fit, (1, 1), (1, 1))   # validates the name
     return _Options(sampler, steps, PRECISIONS[precision], int(cfg.n_samples),
-                    int(cfg.batch_size), fit)
+                    int(cfg.batch_size), sampler_options, fit)
 
 
-def _respace(diffusion, steps):
-    if str(steps) == str(diffusion.num_timesteps):
-        return diffusion
+def _respace(diffusion, options: SamplerOptions):
     try:
-        return diffusion.respace(str(steps))
+        spec = respacing(options, diffusion.num_timesteps)
+        return diffusion if spec is None else diffusion.respace(spec)
     except ValueError as e:
-        raise ValueError(f"steps={steps} does not fit the checkpoint's {diffusion.num_timesteps}-"
-                         f"step diffusion ({e}); use at most {diffusion.num_timesteps} steps, "
-                         f"or steps=auto") from e
+        raise ValueError(f"steps={options.steps} does not fit the checkpoint's "
+                         f"{diffusion.num_timesteps}-step diffusion ({e}); use at most "
+                         f"{diffusion.num_timesteps} steps, or steps=auto") from e
 
 
 def _open_prior(path, use_ema: bool):
@@ -151,8 +177,8 @@ def _resolved_config(cfg) -> dict:
 
 # options that change what an output is: a re-run may resume a run only if they are equal
 DEFINING_KEYS = ("images", "mask", "n_samples", "seed", "sampler", "steps", "jump_length",
-                 "jump_n_sample", "start_resampling", "eta", "clip_denoised", "use_ema",
-                 "precision", "class_label", "fit")
+                 "jump_n_sample", "start_resampling", "eta", "step", "skip", "diffpir",
+                 "clip_denoised", "use_ema", "precision", "class_label", "fit")
 
 
 def _check_resumable(record: Path, cfg, ckpt_sha: str, existing: list[Path]) -> None:
@@ -198,15 +224,18 @@ def run(cfg) -> list[Path]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     prior = _open_prior(cfg.ckpt, bool(cfg.use_ema))
-    options = _options(cfg, prior.diffusion.num_timesteps)
+    options = _options(cfg, prior.diffusion.num_timesteps, conditional=images_arg is not None)
     _clip_denoised(cfg, prior)   # a bad value fails here, before any file is written
-    diffusion = _respace(prior.diffusion, options.steps)
-    schedule, _ = build_schedule(options.sampler, diffusion.num_timesteps, int(cfg.jump_length),
-                                 int(cfg.jump_n_sample), cfg.start_resampling)
-    calls = count_network_calls(schedule if images_arg is not None
-                                else build_schedule("ddpm" if options.sampler == "repaint"
-                                                    else options.sampler,
-                                                    diffusion.num_timesteps)[0])
+    diffusion = _respace(prior.diffusion, options.sampler_options)
+    if images_arg is not None:
+        calls = count_network_calls(sampler_schedule(options.sampler, options.sampler_options,
+                                                     diffusion.num_timesteps))
+        log.info("sampler=%s (%s): %d network calls per image", options.sampler,
+                 _describe(options.sampler_options, diffusion), calls)
+    else:
+        calls = diffusion.num_timesteps   # unconditional: straight down, one call per step
+        log.info("sampler=%s: %d network calls per sample (%s, no conditioning)",
+                 options.sampler, calls, unconditional_sampler(options.sampler))
 
     seed, out = int(cfg.seed), Path(str(cfg.out))
     if images_arg is not None:
@@ -251,6 +280,18 @@ def run(cfg) -> list[Path]:
         ranks.close()
     log.info("wrote %d sample(s) to %s", len(todo), out)
     return [p for p, _, _ in planned]
+
+
+def _describe(o: SamplerOptions, diffusion) -> str:
+    """The settings that decide the cost, e.g. ``T=250 j=10 r=10 step=ddpm``."""
+    parts = [f"T={diffusion.num_timesteps}" + (f" {o.skip}" if o.skip == "quad" else ""),
+             f"step={o.step}", f"eta={o.eta:g}"]
+    if o.jump_length is not None:
+        parts.insert(1, f"j={o.jump_length} r={o.jump_n_sample}")
+    if o.inner_loops is not None:
+        parts.insert(1, f"inner_loops={o.inner_loops} zeta={o.zeta:g} lambda={o.lambda_:g} "
+                        f"sigma_n={o.sigma_n:g}")
+    return " ".join(parts)
 
 
 def _check_unique_stems(inputs: list[InputImage]) -> None:
@@ -303,13 +344,17 @@ def _inpaint_batch(model, diffusion, prior, inputs: list[InputImage], masks, bat
     """Inpaint a batch at the input's own size; ``fit`` (priorpaint.sampling.fit) decides
     which prior-size (or native) sampler calls that takes."""
     size, channels = prior.image_size, prior.channels
+    o = options.sampler_options
 
     def sampler_call(x0, mask, generators, items):
         _set_labels(model, cfg, items, device)
         return inpaint(model, diffusion, x0, mask, sampler=options.sampler,
-                       jump_length=int(cfg.jump_length), jump_n_sample=int(cfg.jump_n_sample),
-                       start_resampling=cfg.start_resampling, eta=float(cfg.eta),
-                       generators=generators, clip_denoised=_clip_denoised(cfg, prior),
+                       steps=diffusion.num_timesteps,   # already respaced: use it as it is
+                       jump_length=o.jump_length, jump_n_sample=o.jump_n_sample,
+                       start_resampling=o.start_resampling, eta=o.eta, step=o.step,
+                       zeta=o.zeta, inner_loops=o.inner_loops, lambda_=o.lambda_,
+                       sigma_n=o.sigma_n, generators=generators,
+                       clip_denoised=_clip_denoised(cfg, prior),
                        autocast_dtype=options.autocast, progress=progress)
 
     fits = [resolve_fit(options.fit, inputs[i].size, size) for _, i, _ in batch]
@@ -330,7 +375,7 @@ def _generate_batch(model, diffusion, prior, batch, options, cfg, device, progre
                                  device)
     _set_labels(model, cfg, [(i, k) for _, i, k in batch], device)
     result = generate(model, diffusion, (len(batch), *shape), sampler=options.sampler,
-                      eta=float(cfg.eta), generators=generators, device=device,
+                      eta=float(cfg.get("eta") or 0.0), generators=generators, device=device,
                       clip_denoised=_clip_denoised(cfg, prior),
                       autocast_dtype=options.autocast, progress=progress)
     for (path, _, _), sample in zip(batch, result, strict=True):

@@ -1,0 +1,183 @@
+"""The sampler registry: every inpainting sampler as data on the one engine.
+
+A sampler is a choice of (respacing, schedule, update, jump, conditioning callback); this
+module only records those choices and their defaults, ``sample_loop`` runs them all.
+
+=========  =====================  =============================================  ==============
+name       defaults               what it does                                   network calls
+=========  =====================  =============================================  ==============
+repaint    250 steps, j=10, r=10  RePaint: known x_t pasted, jumps re-noise x_t  T + (r-1)·j·P
+           step=ddpm (or ddim,η)  (P = jump points, 24 for T=250, j=10: 2410)
+ddpm       250 steps              RePaint's conditioning without jumps           T
+ddim       250 steps, η=0         the same on DDIM steps                         T
+ddnm       100 steps, η=0.85,     DDNM: x̂_0 gets the known pixels; time travel  T + (r-1)·L·P
+           L=1, r=1 (no travel)   (L, r) re-noises the corrected x̂_0            (100)
+diffpir    20 steps quad, λ=1,    DiffPIR: proximal x̂_0 step, ζ noise mix,       T + (T-1)(U-1)
+           σ_n=0.001, ζ=1, η=0,   quadratic skip, U inner loops                  (20)
+           U=1
+=========  =====================  =============================================  ==============
+
+``count_network_calls(build_schedule(...)[0])`` is the exact count; ``sample.py`` prints it.
+``jump_length`` / ``jump_n_sample`` are RePaint's j, r and DDNM's L, r; ``eta`` is DDIM's η
+for repaint/ddim, DDNM's η (ζ = η²) for ddnm and DiffPIR's inner DDIM η for diffpir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from .conditioning import KnownRegion
+from .ddnm import DDNMProjection
+from .diffpir import DiffPIRProximal, diffpir_schedule
+from .repaint import RePaint
+from .schedules import ddpm_schedule, jump_schedule
+
+__all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
+           "respacing", "conditioning", "update_parameters", "DEFAULT_STEPS"]
+
+DEFAULT_STEPS = 250  # RePaint's T: 250 respaced steps of a 1000-step model
+SKIPS = ("uniform", "quad")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Every knob of every sampler; ``None`` = the sampler's default (:func:`resolve_options`)."""
+
+    steps: int | str | None = None      # respaced steps (an int, or a spec like "ddim50")
+    skip: str | None = None             # how an int ``steps`` is spaced: uniform | quad
+    step: str | None = None             # the update: ddpm | ddim (repaint); fixed otherwise
+    eta: float | None = None
+    zeta: float | None = None           # diffpir: share of fresh noise
+    jump_length: int | None = None      # repaint j, ddnm L
+    jump_n_sample: int | None = None    # repaint r, ddnm r
+    start_resampling: int | None = None
+    inner_loops: int | None = None      # diffpir U
+    lambda_: float | None = None        # diffpir λ
+    sigma_n: float | None = None        # diffpir σ_n
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One registry entry: its defaults and how it builds its parts."""
+
+    name: str
+    summary: str
+    calls: str                                    # the network-call formula, for humans
+    defaults: SamplerOptions
+    eps: str = "x0"                               # where the update's ε comes from
+    jump: str = "xt"                              # what its jumps re-noise
+    steps_allowed: tuple[str, ...] = ("ddpm",)    # update kinds a user may choose
+    uses_jumps: bool = False
+    conditioning: Callable[..., KnownRegion] = (lambda x0, mask, options: RePaint(x0, mask))
+    takes: tuple[str, ...] = ()                   # options that only some samplers read
+    # (η, ζ) of the engine's update from the resolved options: DDIM's η and DiffPIR's ζ
+    update: Callable[[SamplerOptions], tuple[float, float]] = (lambda o: (o.eta, 1.0))
+
+
+_JUMPS = ("jump_length", "jump_n_sample", "start_resampling")
+_OPTIONAL = ("zeta", "inner_loops", "lambda_", "sigma_n", *_JUMPS)
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
+    Sampler("repaint", "RePaint (Lugmayr et al. 2022): known pixels of x_t replaced by the "
+            "noised ground truth; resampling jumps re-noise x_t", "T + (r-1)*j*P",
+            SamplerOptions(step="ddpm", eta=0.0, jump_length=10, jump_n_sample=10),
+            steps_allowed=("ddpm", "ddim"), uses_jumps=True, takes=_JUMPS),
+    Sampler("ddpm", "RePaint's conditioning on ancestral steps, no jumps", "T",
+            SamplerOptions(step="ddpm", eta=0.0)),
+    Sampler("ddim", "RePaint's conditioning on DDIM(eta) steps, no jumps", "T",
+            SamplerOptions(step="ddim", eta=0.0), steps_allowed=("ddim",)),
+    Sampler("ddnm", "DDNM (Wang et al. 2023): x0 gets the known pixels, DDNM's eta step, "
+            "time travel re-noises the corrected x0", "T + (r-1)*L*P",
+            SamplerOptions(steps=100, step="zeta", eta=0.85, jump_length=1, jump_n_sample=1),
+            eps="network", jump="x0", steps_allowed=("zeta",), uses_jumps=True,
+            conditioning=lambda x0, mask, options: DDNMProjection(x0, mask), takes=_JUMPS,
+            update=lambda o: (0.0, o.eta**2)),   # DDNM's η step is the ζ = η² mix
+    Sampler("diffpir", "DiffPIR (Zhu et al. 2023): proximal x0 step, zeta noise mix, quad "
+            "skip, optional inner loops", "T + (T-1)*(U-1)",
+            SamplerOptions(steps=20, skip="quad", step="zeta", eta=0.0, zeta=1.0,
+                           inner_loops=1, lambda_=1.0, sigma_n=0.001),
+            steps_allowed=("zeta",),
+            conditioning=lambda x0, mask, o: DiffPIRProximal(x0, mask, o.lambda_, o.sigma_n),
+            takes=("zeta", "inner_loops", "lambda_", "sigma_n"),
+            update=lambda o: (o.eta, o.zeta)),
+)}
+
+
+def _get(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def resolve_options(name: str, options: SamplerOptions | None = None, **given) -> SamplerOptions:
+    """``options`` (and keyword overrides) with every ``None`` replaced by the sampler's default.
+
+    Options the sampler does not read come back ``None`` (e.g. ``jump_length`` for ddpm,
+    ``inner_loops`` for repaint), so one set of options can be handed to every sampler, as
+    an ablation over samplers does; ``sample.py`` logs what is in effect.
+    """
+    sampler = _get(name)
+    options = replace(options or SamplerOptions(), **given)
+    options = replace(options, **{key: None for key in _OPTIONAL if key not in sampler.takes})
+    resolved = {f.name: getattr(options, f.name) if getattr(options, f.name) is not None
+                else getattr(sampler.defaults, f.name) for f in fields(SamplerOptions)}
+    if resolved["step"] not in sampler.steps_allowed:
+        raise ValueError(f"step={resolved['step']} does not apply to sampler={name}; it takes "
+                         f"step={'|'.join(sampler.steps_allowed)}")
+    if resolved["skip"] is not None and resolved["skip"] not in SKIPS:
+        raise ValueError(f"skip={resolved['skip']} is unknown; choose one of {', '.join(SKIPS)}")
+    for key in ("jump_length", "jump_n_sample", "inner_loops"):
+        if resolved[key] is not None and (int(resolved[key]) != resolved[key]
+                                          or resolved[key] < 1):
+            raise ValueError(f"{key}={resolved[key]} must be a positive integer")
+    for key in ("eta", "zeta"):
+        if resolved[key] is not None and not 0.0 <= float(resolved[key]) <= 1.0:
+            raise ValueError(f"{key}={resolved[key]} must lie in [0, 1]")
+    return SamplerOptions(**resolved)
+
+
+def respacing(options: SamplerOptions, num_timesteps: int) -> str | None:
+    """The respacing spec for ``diffusion.respace`` (None: use the diffusion as it is).
+
+    An int ``steps`` at or above the chain's length keeps the chain; below it, ``skip``
+    spaces it (``quad`` -> ``"quadN"``); a string spec (``"ddim50"``, ``"10,20"``) is used
+    as given.
+    """
+    steps = options.steps
+    if steps is None:
+        return None
+    if isinstance(steps, str) and not steps.strip().isdigit():
+        return steps.strip()
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be at least 1")
+    if steps >= num_timesteps:
+        return None
+    return f"quad{steps}" if options.skip == "quad" else str(steps)
+
+
+def sampler_schedule(name: str, options: SamplerOptions, num_timesteps: int) -> list[int]:
+    """The schedule sampler ``name`` walks on a chain of ``num_timesteps`` (respaced) steps."""
+    sampler = _get(name)
+    if sampler.uses_jumps:
+        return jump_schedule(num_timesteps, int(options.jump_length), int(options.jump_n_sample),
+                             start_resampling=options.start_resampling)
+    if name == "diffpir":
+        return diffpir_schedule(num_timesteps, int(options.inner_loops))
+    return ddpm_schedule(num_timesteps)
+
+
+def update_parameters(name: str, options: SamplerOptions) -> tuple[float, float]:
+    """(η, ζ) that ``sample_loop`` gets for sampler ``name``: e.g. DDNM's η = 0.85 is the
+    engine's ζ = 0.7225 with DDIM η = 0."""
+    eta, zeta = _get(name).update(options)
+    return float(eta), float(zeta)
+
+
+def conditioning(name: str, options: SamplerOptions, x0: torch.Tensor,
+                 mask: torch.Tensor) -> KnownRegion:
+    """The sampler's conditioning callback on ground truth ``x0`` and ``mask``."""
+    return _get(name).conditioning(x0, mask, options)

@@ -1,8 +1,8 @@
 """One inpainting run of the page, on sample.py's own engine.
 
 A run is what ``python sample.py ckpt=C images=input/<stem>.png mask=mask.png out=<run dir>
-seed=S ...`` would do, and it calls the same functions (``_options``, ``_respace``,
-``build_schedule``, ``_inpaint_batch``, ``_write_grids``, ``_write_record``) with a config of
+seed=S ...`` would do, and it calls the same functions (``plan``, ``batch_passes``,
+``_inpaint_batch``, ``_write_grids``, ``_write_record``) with a config of
 the same keys, so the outputs, the seed scheme ``item_generators(seed, image 0, sample k)``,
 the known-pixel paste and ``run.yaml`` are sample.py's, and that command reproduces a page run
 bit for bit. The page adds only a monitoring callback (:class:`Monitor`): progress, an x̂_0
@@ -26,21 +26,19 @@ import torch
 from omegaconf import OmegaConf
 
 from ..masks import load_mask
-from ..sampling.api import build_schedule
 from ..sampling.images import InputImage, from_model, load_input
 from ..sampling.labels import WithLabels
 from ..sampling.loop import LoopContext, Progress
 from ..sampling.run import (
     _batches,
     _inpaint_batch,
-    _options,
     _read_pixels,
-    _respace,
     _write_grids,
     _write_record,
+    batch_passes,
     output_path,
+    plan,
 )
-from ..sampling.schedules import count_network_calls
 from .inputs import save_input, save_mask
 from .prior import LoadedPrior
 
@@ -112,13 +110,8 @@ def sampler_overrides(sampler: str, steps, jump_length=None, jump_n_sample=None,
 
 
 def _plan(cfg, prior):
-    """(options, respaced diffusion, network calls per sample): the first lines of
-    ``sampling.run.run`` for an inpainting run; keep the two in step."""
-    options = _options(cfg, prior.diffusion.num_timesteps)
-    diffusion = _respace(prior.diffusion, options.steps)
-    schedule, _ = build_schedule(options.sampler, diffusion.num_timesteps, int(cfg.jump_length),
-                                 int(cfg.jump_n_sample), cfg.start_resampling)
-    return options, diffusion, count_network_calls(schedule)
+    """(options, respaced diffusion, network calls per sample), as ``sample.py`` plans them."""
+    return plan(cfg, prior, conditional=True)
 
 
 def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump_length=None,
@@ -263,7 +256,9 @@ def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, canc
     record = run_dir / "run.yaml"
     _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned,
                   loaded.sha256, ranks, resumed=0, complete=False)
-    monitor = Monitor(prior.model, calls * len(batches), image_size=inputs[0].size,
+    passes = sum(batch_passes(inputs, masks, batch, options, prior.image_size)
+                 for batch in batches)   # fit=crop: one sampler run per window
+    monitor = Monitor(prior.model, calls * passes, image_size=inputs[0].size,
                       out_channels=inputs[0].pixels.shape[-1], on_progress=on_progress,
                       on_preview=on_preview, cancel=cancel, preview_every=preview_every)
     try:

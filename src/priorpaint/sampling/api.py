@@ -8,6 +8,7 @@ their defaults are in ``samplers.SAMPLERS``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -79,6 +80,8 @@ def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: 
         steps=steps, skip=skip, step=step, eta=eta, zeta=zeta, jump_length=jump_length,
         jump_n_sample=jump_n_sample, start_resampling=start_resampling,
         inner_loops=inner_loops, lambda_=lambda_, sigma_n=sigma_n))
+    if steps is None and isinstance(options.steps, int):   # a default never exceeds the chain
+        options = replace(options, steps=min(options.steps, diffusion.num_timesteps))
     diffusion = _respaced(diffusion, respacing(options, diffusion.num_timesteps))
     spec = SAMPLERS[sampler]
     update_eta, update_zeta = update_parameters(sampler, options)

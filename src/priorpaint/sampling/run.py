@@ -206,6 +206,39 @@ def _check_resumable(record: Path, cfg, ckpt_sha: str, existing: list[Path]) -> 
                               f"pass overwrite=true to replace it, or choose another out=")
 
 
+def plan(cfg, prior, conditional: bool = True) -> tuple[_Options, Any, int]:
+    """(options, respaced diffusion, network calls per sample) of a sample.py config.
+
+    The one place that turns sample.yaml's sampler keys into what runs: ``run`` and the web
+    page (``priorpaint.app``) both call it, so their call counts and respacing agree.
+    """
+    options = _options(cfg, prior.diffusion.num_timesteps, conditional=conditional)
+    _clip_denoised(cfg, prior)   # a bad value fails here, before any file is written
+    diffusion = _respace(prior.diffusion, options.sampler_options)
+    if conditional:
+        calls = count_network_calls(sampler_schedule(options.sampler, options.sampler_options,
+                                                     diffusion.num_timesteps))
+    else:
+        calls = diffusion.num_timesteps   # unconditional: straight down, one call per step
+    return options, diffusion, calls
+
+
+def describe_plan(options: _Options, diffusion, calls: int, conditional: bool = True) -> str:
+    """The line sample.py logs before it starts: the sampler, its settings and its cost."""
+    if conditional:
+        return (f"sampler={options.sampler} ({_describe(options.sampler_options, diffusion)}): "
+                f"{calls} network calls per image")
+    return (f"sampler={options.sampler}: {calls} network calls per sample "
+            f"({unconditional_sampler(options.sampler)}, no conditioning)")
+
+
+def batch_passes(inputs, masks, batch, options, prior_size) -> int:
+    """Sampler calls (each of ``calls`` network calls) this batch of outputs needs under
+    ``fit`` (1 unless crop windows split an image)."""
+    fits = [resolve_fit(options.fit, inputs[i].size, prior_size) for _, i, _ in batch]
+    return count_calls(fits, [masks[i] for _, i, _ in batch], prior_size)
+
+
 def run(cfg) -> list[Path]:
     """Run sampling as configured by ``configs/sample.yaml`` (a DictConfig or plain mapping).
 
@@ -224,18 +257,8 @@ def run(cfg) -> list[Path]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     prior = _open_prior(cfg.ckpt, bool(cfg.use_ema))
-    options = _options(cfg, prior.diffusion.num_timesteps, conditional=images_arg is not None)
-    _clip_denoised(cfg, prior)   # a bad value fails here, before any file is written
-    diffusion = _respace(prior.diffusion, options.sampler_options)
-    if images_arg is not None:
-        calls = count_network_calls(sampler_schedule(options.sampler, options.sampler_options,
-                                                     diffusion.num_timesteps))
-        log.info("sampler=%s (%s): %d network calls per image", options.sampler,
-                 _describe(options.sampler_options, diffusion), calls)
-    else:
-        calls = diffusion.num_timesteps   # unconditional: straight down, one call per step
-        log.info("sampler=%s: %d network calls per sample (%s, no conditioning)",
-                 options.sampler, calls, unconditional_sampler(options.sampler))
+    options, diffusion, calls = plan(cfg, prior, conditional=images_arg is not None)
+    log.info("%s", describe_plan(options, diffusion, calls, conditional=images_arg is not None))
 
     seed, out = int(cfg.seed), Path(str(cfg.out))
     if images_arg is not None:
@@ -319,7 +342,7 @@ def _sample_batches(prior, diffusion, inputs, masks, batches, options, cfg, devi
     elif cfg.get("class_label") is not None:
         raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {cfg.ckpt} is "
                          f"unconditional (no num_classes)")
-    passes = [_passes(inputs, masks, batch, options, prior.image_size) if inputs else 1
+    passes = [batch_passes(inputs, masks, batch, options, prior.image_size) if inputs else 1
               for batch in batches]
     progress = Progress(total=calls * sum(passes), disable=not bool(cfg.get("progress", True)))
     try:
@@ -331,12 +354,6 @@ def _sample_batches(prior, diffusion, inputs, masks, batches, options, cfg, devi
                 _generate_batch(model, diffusion, prior, batch, options, cfg, device, progress)
     finally:
         progress.close()
-
-
-def _passes(inputs, masks, batch, options, prior_size) -> int:
-    """Sampler calls (each of ``calls`` network calls) this batch of outputs needs."""
-    fits = [resolve_fit(options.fit, inputs[i].size, prior_size) for _, i, _ in batch]
-    return count_calls(fits, [masks[i] for _, i, _ in batch], prior_size)
 
 
 def _inpaint_batch(model, diffusion, prior, inputs: list[InputImage], masks, batch, options,

@@ -142,9 +142,9 @@ def resolve_options(name: str, options: SamplerOptions | None = None, **given) -
 def respacing(options: SamplerOptions, num_timesteps: int) -> str | None:
     """The respacing spec for ``diffusion.respace`` (None: use the diffusion as it is).
 
-    An int ``steps`` at or above the chain's length keeps the chain; below it, ``skip``
-    spaces it (``quad`` -> ``"quadN"``); a string spec (``"ddim50"``, ``"10,20"``) is used
-    as given.
+    An int ``steps`` equal to the chain's length keeps the chain, above it is an error (a
+    chain cannot be refined); below it, ``skip`` spaces it (``quad`` -> ``"quadN"``); a
+    string spec (``"ddim50"``, ``"10,20"``) is used as given.
     """
     steps = options.steps
     if steps is None:
@@ -154,7 +154,10 @@ def respacing(options: SamplerOptions, num_timesteps: int) -> str | None:
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"steps={steps} must be at least 1")
-    if steps >= num_timesteps:
+    if steps > num_timesteps:
+        raise ValueError(f"steps={steps} does not fit: the prior's diffusion has "
+                         f"{num_timesteps} steps; use at most that many")
+    if steps == num_timesteps:
         return None
     return f"quad{steps}" if options.skip == "quad" else str(steps)
 

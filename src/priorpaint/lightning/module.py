@@ -33,6 +33,7 @@ from .ema import build_emas, parse_rates
 from .noise import draw_t_and_noise, example_seeds
 from .schedules import lr_lambda
 from .stats import QuartileMeans
+from .steps import OptimizerStepGate
 
 __all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER"]
 
@@ -94,6 +95,7 @@ class DiffusionPriorModule(pl.LightningModule):
         self._skipped_steps = 0
         self._step_skipped = False
         self._clock: tuple[float, int] | None = None
+        self._gate = OptimizerStepGate()
 
     def configure_model(self) -> None:
         """Shard the network when the strategy hands us a device mesh (``trainer=fsdp``).
@@ -181,7 +183,12 @@ class DiffusionPriorModule(pl.LightningModule):
             for ema in self.emas:
                 ema.update()
 
+    def on_train_start(self) -> None:
+        self._gate.reset(self.trainer)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self._gate.stepped(self.trainer):   # a micro-batch of an accumulated step
+            return
         step = self.global_step
         if step % self.log_every_n_steps == 0 and step > 0 and self._clock is not None:
             self._flush_logs(step)

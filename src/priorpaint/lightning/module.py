@@ -35,7 +35,7 @@ from .schedules import lr_lambda
 from .stats import QuartileMeans
 from .steps import OptimizerStepGate
 
-__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER"]
+__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER", "check_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ class DiffusionPriorModule(pl.LightningModule):
         self._step_skipped = False
         self._clock: tuple[float, int] | None = None
         self._gate = OptimizerStepGate()
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            check_precision(str(self.trainer.precision))
 
     def configure_model(self) -> None:
         """Shard the network when the strategy hands us a device mesh (``trainer=fsdp``).
@@ -254,6 +258,24 @@ class DiffusionPriorModule(pl.LightningModule):
     def ema_model(self, index: int = 0) -> torch.nn.Module:
         """The EMA network of rate ``ema_rates[index]`` (the raw network when there is none)."""
         return self.emas[index].ema_model if len(self.emas) else self.model
+
+
+def check_precision(precision: str) -> None:
+    """Refuse ``*-true`` half precision: it would store what must accumulate tiny steps in bf16.
+
+    Lightning's ``bf16-true``/``16-true`` cast the whole module, EMA networks included, and the
+    optimizer then keeps its moments and weights in that format. bf16 resolves 1 part in 256
+    of a value: an EMA update of weight 1 - 0.9999 and most AdamW steps of lr=1e-4 round away,
+    so the EMA freezes at its first copy and the weights barely move. ``bf16-mixed`` computes
+    in bf16 and keeps float32 weights, optimizer state and EMA.
+    """
+    if precision.endswith("-true") and precision.split("-")[0] in ("16", "bf16"):
+        half = "bf16" if precision.startswith("bf16") else "fp16"
+        raise ValueError(
+            f"trainer.precision={precision} stores the weights, AdamW's state and the EMA in "
+            f"{half}, where EMA updates of weight 1-0.9999 and steps of lr~1e-4 round away (the EMA "
+            f"freezes): use trainer.precision=bf16-mixed (half-precision compute, float32 "
+            f"weights, optimizer state and EMA)")
 
 
 def _network_kwargs(net: dict, channels: int, diffusion: GaussianDiffusion) -> dict:

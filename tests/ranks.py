@@ -40,6 +40,7 @@ COMMON = ["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine100
           "trainer.precision=32-true", "num_threads=1",
           "diffusion.steps=8", "model.dropout=0", "module.timestep_sampler=loss-second-moment",
           "module.ema.rates='0.9,0.5'", "module.optimizer.lr=1e-3", "trainer.max_steps=2",
+          "module.grad_clip=1.0",
           # Biases just before a per-channel GroupNorm have an exactly-zero gradient, so theirs
           # is pure round-off, which Adam's eps=1e-8 would blow up to +-lr steps that differ
           # between a 2-rank all-reduce and a 1-process sum. A larger eps keeps the comparison

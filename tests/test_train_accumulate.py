@@ -1,6 +1,7 @@
 """Gradient accumulation (trainer.accumulate_grad_batches=2): everything that happens "every n
 steps" happens once per optimizer step, not once per micro-batch."""
 
+import csv
 from types import SimpleNamespace
 
 import pytest
@@ -29,7 +30,7 @@ def test_accumulation_acts_once_per_optimizer_step(tmp_path, monkeypatch):
     monkeypatch.setattr(SampleGridCallback, "_draw", draw)
     monkeypatch.setattr(DiffusionPriorModule, "_flush_logs", flush)
     result = run_training(compose_config([
-        *TINY, f"run_dir={tmp_path}", "data.batch_size=4", "trainer.accumulate_grad_batches=2",
+        *TINY, "logger=csv", f"run_dir={tmp_path}", "data.batch_size=4", "trainer.accumulate_grad_batches=2",
         "trainer.max_steps=4", "trainer.log_every_n_steps=2",
         "callbacks.sample_grid.every_n_steps=2", "callbacks.sample_grid.respacing=2",
         "callbacks.sample_grid.num_samples=1", "callbacks.sample_grid.num_inpaint=1",
@@ -38,6 +39,13 @@ def test_accumulation_acts_once_per_optimizer_step(tmp_path, monkeypatch):
     assert draws == [2, 4]       # not [2, 2, 4]: the micro-batch after step 2 draws nothing
     assert flushes == [2, 4]     # logs flushed once per logged step, with both micro-batches
     assert [int(ema.step) for ema in result.module.emas] == [4]   # one EMA update per step
+
+    # The EMA rate the run really had (warm-up), not the nominal 0.9999, is logged.
+    with open(tmp_path / "csv" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train/ema_decay")]
+    assert [int(row["step"]) for row in rows] == [2, 4]
+    power = result.module.hparams.ema["power"]   # (0.75: the quickstart preset's)
+    assert float(rows[-1]["train/ema_decay"]) == pytest.approx(1 - (1 + 3) ** -power, rel=1e-5)
 
 
 def test_shard_stats_are_logged_once_per_optimizer_step():

@@ -57,9 +57,11 @@ class DiffusionPriorModule(pl.LightningModule):
         image_size: int or [H, W] of training images; channels: 1 or 3.
         optimizer: ``_partial_`` config of a torch optimizer (AdamW by default).
         lr_schedule: ``warmup_steps``, ``decay`` (none|cosine|linear), ``min_ratio``.
-        grad_clip: max global gradient norm (None or 0: no clipping; norm still logged).
+        grad_clip: max global gradient norm (None or 0, the default and the references': no
+            clipping; the norm is logged either way).
         ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
-            ``inv_gamma``, ``power`` (ema-pytorch's warm-up).
+            ``inv_gamma``, ``power`` (ema-pytorch's warm-up: the decay after n updates is
+            min(rate, 1 - (1 + n / inv_gamma) ** -power), logged as ``train/ema_decay``).
         timestep_sampler: ``uniform`` or ``loss-second-moment``.
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
@@ -68,7 +70,7 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def __init__(self, net: dict, diffusion: dict, image_size=16, channels: int = 1,
                  optimizer: dict | None = None, lr_schedule: dict | None = None,
-                 grad_clip: float | None = 1.0, ema: dict | None = None,
+                 grad_clip: float | None = None, ema: dict | None = None,
                  timestep_sampler: str = "uniform", seed: int = 0, log_every_n_steps: int = 50,
                  data_info: dict | None = None):
         super().__init__()
@@ -209,6 +211,8 @@ class DiffusionPriorModule(pl.LightningModule):
             metrics["train/grad_norm"] = torch.stack(self._grad_norms).mean().item()
             self._grad_norms.clear()
         metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if len(self.emas):   # the warm-up's rate now, not the nominal one (see ema.py)
+            metrics["train/ema_decay"] = float(self.emas[0].get_current_decay())
         metrics["train/skipped_steps"] = float(self._skipped_steps)
         self._clock = (now, step)
         if self.global_rank == 0:

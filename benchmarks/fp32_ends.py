@@ -1,11 +1,11 @@
 """bf16-mixed with and without the UNet's float32 ends (``UNet.fp32_ends``): quality and speed.
 
     python benchmarks/fp32_ends.py                      # small UNet, 16x16 digits, 300 steps
-    python benchmarks/fp32_ends.py --steps 500 --model tiny
+    python benchmarks/fp32_ends.py --model tiny --size 8 --diffusion-steps 100 --eval-images 32
 
 Two runs of the same seed under ``trainer.precision=bf16-mixed`` on digits 0-1499, one with the
 first convolution and the output layers in float32 (the default) and one without. Each is
-scored on 64 held-out digits (1500-1797) by the hybrid loss at fixed (t, noise) and by
+scored on held-out digits (1500-1797; 64 by default) by the hybrid loss at fixed (t, noise) and by
 bits/dim (``calc_bpd_loop``, all T steps), both evaluated under bf16 autocast as the network
 trained and in float32. Speed: training images/s of each run, and an interleaved
 forward+backward timing of one network with the switch on and off (median of rounds).
@@ -58,6 +58,7 @@ def train(args, fp32_ends: bool, run_dir: Path):
     cfg = compose_config([
         "data=digits", f"data.image_size={args.size}", "data.indices=0:1500",
         f"data.batch_size={args.batch}", f"model={args.model}", "diffusion=cosine1000",
+        f"diffusion.steps={args.diffusion_steps}",
         "trainer.precision=bf16-mixed", f"trainer.max_steps={args.steps}", "num_threads=1",
         "module.optimizer.lr=1e-3", "module.lr_schedule.warmup_steps=50", "~callbacks",
         "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -99,12 +100,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diffusion-steps", type=int, default=1000, help="T (bits/dim runs all T)")
+    parser.add_argument("--eval-images", type=int, default=64)
     parser.add_argument("--out", default="outputs/bench_fp32_ends")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print("\n".join(machine_lines("bf16-mixed")))
     images = PriorDataModule("digits", image_size=args.size, channels=1,
-                             indices="1500:1797").fixed_batch(64)
+                             indices="1500:1797").fixed_batch(args.eval_images)
     rows = []
     for ends in (True, False):
         module, speed = train(args, ends, Path(args.out) / f"ends_{'fp32' if ends else 'bf16'}")
@@ -112,8 +115,9 @@ def main() -> None:
         scores = [*evaluate(module, images, bf16=True), *evaluate(module, images, bf16=False)]
         rows.append(("float32 ends" if ends else "bf16 ends (old)", speed, *scores))
     UNet.fp32_ends = True
-    print(f"\n{args.model} UNet, {args.size}x{args.size} digits, batch {args.batch}, "
-          f"{args.steps} steps, seed {args.seed}; scored on 64 held-out digits")
+    print(f"\n{args.model} UNet, {args.size}x{args.size} digits, T={args.diffusion_steps}, batch "
+          f"{args.batch}, {args.steps} steps, seed {args.seed}; scored on {images.shape[0]} "
+          f"held-out digits")
     print("| ends | train img/s | loss (bf16 eval) | bits/dim (bf16 eval) | loss (fp32 eval) "
           "| bits/dim (fp32 eval) |\n|---|---|---|---|---|---|")
     for name, speed, *scores in rows:

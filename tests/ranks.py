@@ -4,11 +4,15 @@ The worker is a script so Lightning's subprocess launcher can start rank 1 the s
 rank saves its *whole* weights (FSDP shards are gathered, a collective all ranks join).
 """
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
+
+import priorpaint
 
 WORKER = textwrap.dedent("""
     import sys
@@ -36,6 +40,7 @@ COMMON = ["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine100
           "trainer.precision=32-true", "num_threads=1",
           "diffusion.steps=8", "model.dropout=0", "module.timestep_sampler=loss-second-moment",
           "module.ema.rates='0.9,0.5'", "module.optimizer.lr=1e-3", "trainer.max_steps=2",
+          "module.grad_clip=1.0",
           # Biases just before a per-channel GroupNorm have an exactly-zero gradient, so theirs
           # is pure round-off, which Adam's eps=1e-8 would blow up to +-lr steps that differ
           # between a 2-rank all-reduce and a 1-process sum. A larger eps keeps the comparison
@@ -45,6 +50,18 @@ COMMON = ["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine100
           "trainer.enable_model_summary=false"]
 
 
+def child_env(**extra) -> dict:
+    """The environment for worker processes: they import the priorpaint this test imported.
+
+    (Workers run in tmp_path, where a relative PYTHONPATH=src would silently fall back to the
+    installed package, i.e. test some other checkout's code.)
+    """
+    src = str(Path(priorpaint.__file__).resolve().parents[1])
+    paths = [src, *(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                    if p)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+
+
 def run_ranks(tmp_path, overrides, world: int = 2, timeout: int = 240) -> list[dict]:
     """Train with ``overrides`` in a fresh process (which launches the others); every rank's state."""
     out = tmp_path / "ranks"
@@ -52,7 +69,8 @@ def run_ranks(tmp_path, overrides, world: int = 2, timeout: int = 240) -> list[d
     script = tmp_path / "rank_worker.py"
     script.write_text(WORKER)
     done = subprocess.run([sys.executable, str(script), str(out), *overrides],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env=child_env())
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]
     for r in range(world):

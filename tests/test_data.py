@@ -203,3 +203,12 @@ def test_indices_keep_only_that_range_of_items():
             PriorDataModule("digits", indices=bad)
     with pytest.raises(ValueError, match="selects no image"):
         build_dataset("digits", 16, 1, indices="5000:6000")
+
+
+def test_folder_and_shards_do_not_mirror_unless_asked():
+    """Mirroring is wrong for text, scans and digits: data=folder/shards leave it off."""
+    from priorpaint.lightning.launch import compose_config
+
+    for group, key in (("folder", "data.path=x"), ("shards", "data.urls=x.tar")):
+        assert compose_config([f"data={group}", key]).data.hflip is False
+        assert compose_config([f"data={group}", key, "data.hflip=true"]).data.hflip is True

@@ -126,6 +126,14 @@ def test_bf16_mixed_step_keeps_float32_weights(tmp_path):
     assert all(torch.isfinite(p).all() for p in module.emas[0].ema_model.parameters())
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_half_true_precision_is_refused_before_a_step(tmp_path, precision):
+    """*-true would cast the EMA networks and AdamW's state to half precision (a frozen EMA)."""
+    with pytest.raises(ValueError, match=rf"trainer.precision={precision} .*EMA.*bf16-mixed"):
+        _train(tmp_path, precision, f"trainer.precision={precision}", "trainer.max_steps=1",
+               "~callbacks")
+
+
 def test_non_finite_gradients_skip_the_step(tmp_path):
     cfg = compose_config([*TINY, *QUIET, f"run_dir={tmp_path}", "trainer.max_steps=1",
                           "~callbacks"])

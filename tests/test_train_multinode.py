@@ -2,7 +2,6 @@
 torchrun environment wires DDP across them; training finishes, rank 0 alone writes the one
 checkpoint, and the EMA weights are identical on both nodes."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from ranks import child_env
 
 WORKER = textwrap.dedent("""
     import sys
@@ -40,7 +40,7 @@ def test_two_nodes_train_with_one_checkpoint_and_equal_ema(tmp_path):
                  "logger=none", "trainer.enable_progress_bar=false",
                  "trainer.enable_model_summary=false", "callbacks.sample_grid.every_n_steps=0",
                  f"run_dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                                f"--node_rank={node}", "--nproc_per_node=1",
                                "--master_addr=127.0.0.1", f"--master_port={port}",

@@ -226,3 +226,42 @@ def test_groupnorm_runs_in_float32_for_bfloat16_inputs():
         low = norm(x.bfloat16())
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, rtol=1e-2, atol=2e-2)
+
+
+def _ends_under_bf16_autocast(model, x, t):
+    """(output, dtypes of the first conv's input/output, fp32 output layers on the same features)."""
+    seen = {}
+    first = model.input_blocks[0][0]
+    norm, _, conv = model.out
+    hooks = [first.register_forward_hook(
+                 lambda m, args, out: seen.update(first_in=args[0].dtype, first_out=out.dtype)),
+             norm.register_forward_pre_hook(lambda m, args: seen.update(features=args[0]))]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, t)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        reference = conv(F.silu(norm(seen["features"].float())))
+    return out, seen, reference
+
+
+def test_unet_ends_run_in_float32_under_autocast():
+    """bf16-mixed: the first conv reads x_t in float32 and the output layers compute in float32
+    (the reference keeps its ends in float32); the middle still runs in bf16."""
+    model = make().eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    out, seen, reference = _ends_under_bf16_autocast(model, x, t)
+    assert out.dtype == torch.float32
+    assert seen["first_in"] == seen["first_out"] == torch.float32
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+    # Without it the output layers' bf16 rounding is visible at this tolerance.
+    model.fp32_ends = False
+    try:
+        out, seen, reference = _ends_under_bf16_autocast(model, x, t)
+    finally:
+        model.fp32_ends = True
+    assert seen["first_out"] == torch.bfloat16
+    assert (out - reference).abs().max() > 1e-3

@@ -45,7 +45,7 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, path, image_size, channels: int = 3, crop_mode: str = "center",
-                 hflip: bool = True):
+                 hflip: bool = False):
         self.root = Path(path).expanduser()
         self.files = list_images(self.root)
         self.size = pair(image_size)

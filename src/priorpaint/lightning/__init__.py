@@ -6,7 +6,8 @@ Data flows data -> model -> diffusion -> here; nothing in this package defines m
 from .callbacks import SampleGridCallback, ShardStatsLogger, StepCheckpoint
 from .ema import build_emas, parse_rates
 from .module import DiffusionPriorModule
+from .preemption import PreemptionCheckpoint
 from .schedules import WarmupDecay
 
-__all__ = ["DiffusionPriorModule", "SampleGridCallback", "ShardStatsLogger", "StepCheckpoint",
-           "WarmupDecay", "build_emas", "parse_rates"]
+__all__ = ["DiffusionPriorModule", "PreemptionCheckpoint", "SampleGridCallback",
+           "ShardStatsLogger", "StepCheckpoint", "WarmupDecay", "build_emas", "parse_rates"]

@@ -19,6 +19,7 @@ from torchvision.utils import make_grid, save_image
 
 from ..masks import make_mask
 from ..sampling import generate, inpaint
+from .steps import OptimizerStepGate
 
 __all__ = ["SampleGridCallback", "StepCheckpoint", "ShardStatsLogger"]
 
@@ -54,9 +55,15 @@ class SampleGridCallback(pl.Callback):
         self._images: torch.Tensor | None = None
         self._last_step = -1
         self.last_paths: dict[str, Path] = {}
+        self._gate = OptimizerStepGate()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._gate.reset(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if not self._gate.stepped(trainer):   # a micro-batch of an accumulated step
+            return
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
             self._draw(trainer, pl_module)
 
@@ -151,8 +158,14 @@ class ShardStatsLogger(pl.Callback):
 
     def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = int(every_n_steps)
+        self._gate = OptimizerStepGate()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._gate.reset(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._gate.stepped(trainer):   # a micro-batch of an accumulated step
+            return
         stats = getattr(trainer.datamodule, "shard_stats", None) if trainer.datamodule else None
         if stats is None or self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
             return

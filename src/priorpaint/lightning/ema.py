@@ -71,6 +71,9 @@ def build_emas(model: nn.Module, rates: Sequence[float], update_every: int = 1,
 
     ``update_after_step`` steps copy the weights outright; after them the decay warms up as
     ``1 - (1 + n / inv_gamma) ** -power`` until it reaches the rate (ema-pytorch's schedule).
+    That is slow for rates near 1: with inv_gamma=1, power=2/3 the decay is 0.990 after 1k
+    updates, 0.9978 after 10k, 0.99954 after 100k, and reaches 0.9999 only after 1M. The
+    module logs the rate a run really has as ``train/ema_decay``.
     """
     if update_every < 1:
         raise ValueError(f"module.ema.update_every must be >= 1, got {update_every}")

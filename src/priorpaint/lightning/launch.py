@@ -199,7 +199,10 @@ def _fit(cfg: DictConfig) -> TrainResult:
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    from .preemption import trainer_plugins  # atomic checkpoints; no requeue inside a signal
+
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          plugins=trainer_plugins())
     _share_cores(trainer, explicit=bool(cfg.get("num_threads")))
     if trainer.is_global_zero:
         print(f"[priorpaint] data: {datamodule.describe()}; network: "

@@ -33,8 +33,9 @@ from .ema import build_emas, parse_rates
 from .noise import draw_t_and_noise, example_seeds
 from .schedules import lr_lambda
 from .stats import QuartileMeans
+from .steps import OptimizerStepGate
 
-__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER"]
+__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER", "check_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,11 @@ class DiffusionPriorModule(pl.LightningModule):
         image_size: int or [H, W] of training images; channels: 1 or 3.
         optimizer: ``_partial_`` config of a torch optimizer (AdamW by default).
         lr_schedule: ``warmup_steps``, ``decay`` (none|cosine|linear), ``min_ratio``.
-        grad_clip: max global gradient norm (None or 0: no clipping; norm still logged).
+        grad_clip: max global gradient norm (None or 0, the default and the references': no
+            clipping; the norm is logged either way).
         ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
-            ``inv_gamma``, ``power`` (ema-pytorch's warm-up).
+            ``inv_gamma``, ``power`` (ema-pytorch's warm-up: the decay after n updates is
+            min(rate, 1 - (1 + n / inv_gamma) ** -power), logged as ``train/ema_decay``).
         timestep_sampler: ``uniform`` or ``loss-second-moment``.
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
@@ -67,7 +70,7 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def __init__(self, net: dict, diffusion: dict, image_size=16, channels: int = 1,
                  optimizer: dict | None = None, lr_schedule: dict | None = None,
-                 grad_clip: float | None = 1.0, ema: dict | None = None,
+                 grad_clip: float | None = None, ema: dict | None = None,
                  timestep_sampler: str = "uniform", seed: int = 0, log_every_n_steps: int = 50,
                  data_info: dict | None = None):
         super().__init__()
@@ -95,6 +98,11 @@ class DiffusionPriorModule(pl.LightningModule):
         self._skipped_steps = 0
         self._step_skipped = False
         self._clock: tuple[float, int] | None = None
+        self._gate = OptimizerStepGate()
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            check_precision(str(self.trainer.precision))
 
     def configure_model(self) -> None:
         """Shard the network when the strategy hands us a device mesh (``trainer=fsdp``).
@@ -182,7 +190,12 @@ class DiffusionPriorModule(pl.LightningModule):
             for ema in self.emas:
                 ema.update()
 
+    def on_train_start(self) -> None:
+        self._gate.reset(self.trainer)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self._gate.stepped(self.trainer):   # a micro-batch of an accumulated step
+            return
         step = self.global_step
         if step % self.log_every_n_steps == 0 and step > 0 and self._clock is not None:
             self._flush_logs(step)
@@ -199,6 +212,8 @@ class DiffusionPriorModule(pl.LightningModule):
             metrics["train/grad_norm"] = torch.stack(self._grad_norms).mean().item()
             self._grad_norms.clear()
         metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if len(self.emas):   # the warm-up's rate now, not the nominal one (see ema.py)
+            metrics["train/ema_decay"] = float(self.emas[0].get_current_decay())
         metrics["train/skipped_steps"] = float(self._skipped_steps)
         self._clock = (now, step)
         if self.global_rank == 0:
@@ -248,6 +263,24 @@ class DiffusionPriorModule(pl.LightningModule):
     def ema_model(self, index: int = 0) -> torch.nn.Module:
         """The EMA network of rate ``ema_rates[index]`` (the raw network when there is none)."""
         return self.emas[index].ema_model if len(self.emas) else self.model
+
+
+def check_precision(precision: str) -> None:
+    """Refuse ``*-true`` half precision: it would store what must accumulate tiny steps in bf16.
+
+    Lightning's ``bf16-true``/``16-true`` cast the whole module, EMA networks included, and the
+    optimizer then keeps its moments and weights in that format. bf16 resolves 1 part in 256
+    of a value: an EMA update of weight 1 - 0.9999 and most AdamW steps of lr=1e-4 round away,
+    so the EMA freezes at its first copy and the weights barely move. ``bf16-mixed`` computes
+    in bf16 and keeps float32 weights, optimizer state and EMA.
+    """
+    if precision.endswith("-true") and precision.split("-")[0] in ("16", "bf16"):
+        half = "bf16" if precision.startswith("bf16") else "fp16"
+        raise ValueError(
+            f"trainer.precision={precision} stores the weights, AdamW's state and the EMA in "
+            f"{half}, where EMA updates of weight 1-0.9999 and steps of lr~1e-4 round away (the EMA "
+            f"freezes): use trainer.precision=bf16-mixed (half-precision compute, float32 "
+            f"weights, optimizer state and EMA)")
 
 
 def _network_kwargs(net: dict, channels: int, diffusion: GaussianDiffusion) -> dict:

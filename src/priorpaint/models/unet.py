@@ -9,6 +9,7 @@ dicts load with `load_state_dict`. Constructor arguments are the reference's, mi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -62,6 +63,12 @@ class UNet(nn.Module):
     # oneDNN convolutions on CPU are ~25% faster on channels-last (NHWC) feature maps, and the
     # attention's (B, H*W, C) token view is then free; the output is returned contiguous (NCHW).
     cpu_channels_last: bool = True
+    # Under autocast, the first convolution (it reads the input x) and the output layers
+    # (norm, SiLU, conv: what the output is made of) run in the weights' dtype (float32 in
+    # mixed precision), as the reference's fp16 mode keeps its ends in float32: a bf16 step of
+    # 0.004-0.008 near |x| = 1 is as large as the finest detail the input and output carry.
+    # The middle, where nearly all the compute is, stays in half precision.
+    fp32_ends: bool = True
 
     def __init__(
         self,
@@ -243,16 +250,27 @@ class UNet(nn.Module):
         h = x if x.dtype == dtype else x.to(dtype)
         if self.cpu_channels_last and h.device.type == "cpu":
             h = h.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for block in self.input_blocks:
+        full_ends = self.fp32_ends and torch.is_autocast_enabled(h.device.type)
+        with _autocast_off(h.device.type, full_ends):
+            h = self.input_blocks[0](h, emb_act)
+        skips = [h]
+        for block in self.input_blocks[1:]:
             h = block(h, emb_act)
             skips.append(h)
         h = self.middle_block(h, emb_act)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb_act)
         norm, _, conv = self.out
-        h = conv(F.silu(norm(h), inplace=True))
+        if full_ends:
+            h = h.to(conv.weight.dtype)
+        with _autocast_off(h.device.type, full_ends):
+            h = conv(F.silu(norm(h), inplace=True))
         return h.to(dtype=x.dtype, memory_format=torch.contiguous_format)
+
+
+def _autocast_off(device_type: str, off: bool):
+    """Autocast disabled for this block (layers then run in their weights' dtype), or no-op."""
+    return torch.autocast(device_type, enabled=False) if off else contextlib.nullcontext()
 
 
 def _plain_number(m):

@@ -2,10 +2,14 @@
 
     python benchmarks/fit_crop_vs_resize.py --ckpt outputs/quickstart/checkpoints/last.ckpt
 
-Canvases: the 16 held-out scikit-learn digits (never trained on: ``load_digits_images
-("heldout")``, what ``examples/digits`` holds), each brought to the prior's size exactly as in
-training, tiled ``--tiles`` x ``--tiles`` (a 16x16 prior and 3x3 tiles: 48x48 canvases, three
-times the prior's side). Canvas c holds digits (9c + t) mod 16. Masks (0 = inpaint):
+    python benchmarks/fit_crop_vs_resize.py --digits mnist --ckpt <an MNIST 32x32 prior>
+
+Canvases: ``--digits heldout``: the 16 held-out scikit-learn digits (never trained on:
+``load_digits_images("heldout")``, what ``examples/digits`` holds); ``--digits mnist``: MNIST
+t10k indices 7000-7999 (the evaluation split; 8000-9999 are never read), padded to 32x32 as
+``data=mnist`` trains. Each is brought to the prior's size exactly as in training, tiled
+``--tiles`` x ``--tiles`` (a 32x32 prior and 3x3 tiles: 96x96 canvases, three times the
+prior's side). Canvas c holds digits (9c + t) mod N. Masks (0 = inpaint):
 
 - ``boxes``: a square of 3/8 of a tile in the middle of each diagonal tile: separate holes,
   each inside one prior-size window (crop: one window each, sampled in turn);
@@ -56,9 +60,19 @@ class Counting(torch.nn.Module):
         return self.model(x, t)
 
 
-def canvases(size, channels, tiles: int, count: int) -> torch.Tensor:
+def held_out_digits(source: str, size, channels: int, mnist_root: Path) -> torch.Tensor:
+    """(N, C, h, w) in [-1, 1], as in training: never-trained digits of ``source``."""
+    if source == "mnist":
+        from inpainting_study import EVALUATE, read_mnist, to_model
+
+        images, _ = read_mnist(mnist_root, EVALUATE[1])
+        return to_model(images[EVALUATE[0]:], size).expand(-1, channels, -1, -1)
     digits = TensorImages(load_digits_images("heldout"), size, channels, name="digits").images
-    digits = digits.float() / 127.5 - 1.0                    # (16, C, h, w), as in training
+    return digits.float() / 127.5 - 1.0
+
+
+def canvases(digits: torch.Tensor, tiles: int, count: int) -> torch.Tensor:
+    channels, size = digits.shape[1], digits.shape[-2:]
     h, w = size
     out = torch.empty(count, channels, tiles * h, tiles * w)
     for c in range(count):
@@ -88,6 +102,9 @@ def make_mask(kind: str, size, tiles: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="a prior trained by train.py")
+    parser.add_argument("--digits", choices=["heldout", "mnist"], default="heldout",
+                        help="scikit-learn's 16 held-out digits, or MNIST t10k 7000-7999")
+    parser.add_argument("--mnist-root", type=Path, default=Path("../shared/data/mnist"))
     parser.add_argument("--tiles", type=int, default=3, help="digits per canvas side")
     parser.add_argument("--canvases", type=int, default=2)
     parser.add_argument("--samples", type=int, default=4, help="inpaintings per canvas")
@@ -105,14 +122,15 @@ def main() -> None:
     prior = load_prior(args.ckpt)
     size, channels = tuple(prior.image_size), prior.channels
     model = Counting(prior.model.eval())
-    truth = canvases(size, channels, args.tiles, args.canvases)
+    digits = held_out_digits(args.digits, size, channels, args.mnist_root)
+    truth = canvases(digits, args.tiles, args.canvases)
     H, W = truth.shape[-2:]
     calls = count_network_calls(jump_schedule(args.steps, args.jump_length, args.jump_n_sample))
     items = [(c, k) for c in range(args.canvases) for k in range(args.samples)]
     for line in machine_lines():
         print(line)
     print(f"prior {args.ckpt}: {size[0]}x{size[1]}, {channels} channel(s); canvases {H}x{W} "
-          f"({args.tiles}x{args.tiles} held-out digits) x {args.canvases}, {args.samples} "
+          f"({args.tiles}x{args.tiles} {args.digits} digits) x {args.canvases}, {args.samples} "
           f"samples each; RePaint steps={args.steps} j={args.jump_length} "
           f"r={args.jump_n_sample}: {calls} network calls per sampler call\n")
     print("| mask | fit | sampler calls | network px / output | wall s | CPU s | hole MSE |")

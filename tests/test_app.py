@@ -340,3 +340,31 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("app.py: error: ") and message in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_sampler_boxes_hold_the_chosen_samplers_values(page):
+    """A blank number box comes back from the browser as 0 (j = 0 is refused, eta = 0 is not
+    DDNM's default), so the page fills each box the sampler reads with its value."""
+    from omegaconf import OmegaConf
+
+    from priorpaint.app.ui import sampler_fields
+
+    assert sampler_fields("repaint", page.cfg) == (10, 10, 0.0)
+    assert sampler_fields("ddnm", page.cfg) == (1, 1, 0.85)
+    cfg = OmegaConf.merge(page.cfg, {"jump_length": 5, "eta": 0.3})   # python app.py key=value
+    assert sampler_fields("repaint", cfg) == (5, 10, 0.3)
+    j, r, _ = sampler_fields("ddpm", page.cfg)
+    assert j is None and r is None                      # ddpm has no jumps: boxes disabled
+    budget = page.budget("ddnm", "auto", *sampler_fields("ddnm", page.cfg)[:2], 1)
+    assert budget.startswith("**20 network calls**")    # ddnm's 100 steps, capped at the 20
+
+
+def test_size_note_says_what_fit_does():
+    from priorpaint.app.inputs import size_note
+    from priorpaint.sampling.images import load_input
+
+    image = load_input(DIGIT, 1)   # 16x16
+    assert "resized" in size_note(image, (8, 8), 1, "resize")
+    assert "windows" in size_note(image, (8, 8), 1, "auto")
+    assert "own size" in size_note(image, (8, 8), 1, "native")
+    assert size_note(image, (16, 16), 1, "auto") is None

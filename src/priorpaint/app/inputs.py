@@ -114,13 +114,22 @@ def check_mask(mask: torch.Tensor) -> None:
                          "fill in (brush in the editor), or choose a generated mask kind")
 
 
-def size_note(image: InputImage, image_size: tuple[int, int], channels: int) -> str | None:
-    """What happens to an image the prior was not trained at (sample.py's handling), or None."""
+def size_note(image: InputImage, image_size: tuple[int, int], channels: int,
+              fit: str = "resize") -> str | None:
+    """What happens to an image the prior was not trained at (sample.py's handling under
+    ``fit``), or None."""
+    from ..sampling.fit import resolve_fit
+
     notes = []
     if tuple(image.size) != tuple(image_size):
-        notes.append(f"{image.path.name} is {image.size[0]}×{image.size[1]} but the prior works "
-                     f"at {image_size[0]}×{image_size[1]}: the model sees it resized (bicubic), "
-                     f"the result is resized back and the known pixels are copied exactly")
+        size = (f"{image.path.name} is {image.size[0]}×{image.size[1]} but the prior works "
+                f"at {image_size[0]}×{image_size[1]}")
+        how = {"resize": "the model sees it resized (bicubic), the result is resized back",
+               "crop": "each hole is inpainted in windows of the prior's size at the image's "
+                       "own resolution (fit=crop)",
+               "native": "the network runs at the image's own size (fit=native)"}
+        notes.append(f"{size}: {how[resolve_fit(fit, image.size, image_size)]} and the known "
+                     f"pixels are copied exactly")
     if image.pixels.shape[-1] == 1 and channels == 3:
         notes.append(f"{image.path.name} is grey: the RGB prior sees it repeated on 3 channels "
                      f"and the result stays grey")

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from ..masks import IMAGE_SUFFIXES, list_files  # noqa: E402
 from ..sampling.api import SAMPLERS  # noqa: E402
 from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
+from ..sampling.samplers import resolve_options  # noqa: E402
 from .engine import RunCancelled, RunRequest, estimate_seconds, plan_calls, run_inpainting  # noqa: E402
 from .inputs import (  # noqa: E402
     PAINTED,
@@ -54,6 +55,18 @@ def _blank_or(kind, value):
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return kind(value)
+
+
+def sampler_fields(name: str, cfg) -> tuple:
+    """(jump length, resamplings, eta) the page shows for sampler ``name``: the config's value
+    where ``python app.py key=value`` set one, else the sampler's default; None for a knob the
+    sampler does not read. Why: a blank number box comes back from the browser as 0, which
+    is a real (and for j, r invalid) value, so every box the sampler reads must hold one."""
+    defaults = resolve_options(name)
+    given = (cfg.get("jump_length"), cfg.get("jump_n_sample"), cfg.get("eta"))
+    used = (defaults.jump_length, defaults.jump_n_sample, defaults.eta)
+    return tuple(None if default is None else (value if value is not None else default)
+                 for value, default in zip(given, used, strict=True))
 
 
 def parse_steps(text) -> int | str:
@@ -149,7 +162,7 @@ class Page:
 
     def _note(self, image: InputImage) -> str:
         prior = self.loaded.prior
-        note = size_note(image, prior.image_size, prior.channels)
+        note = size_note(image, prior.image_size, prior.channels, str(self.cfg.get("fit")))
         if note:
             gr.Warning(note)
             return f"⚠ {note}"
@@ -339,13 +352,16 @@ def build(page: Page) -> gr.Blocks:
                 with gr.Row():
                     steps = gr.Textbox(str(cfg.steps), label="steps (auto, N or ddimN)",
                                        elem_id="steps")
-                    # empty = the config's value (after sample.yaml: the sampler's default)
-                    jump_length = gr.Number(cfg.get("jump_length"), precision=0,
-                                            label="jump length (RePaint j)", elem_id="jump_length")
-                    jump_n_sample = gr.Number(cfg.get("jump_n_sample"), precision=0,
-                                              label="resamplings (RePaint r)",
+                    # the chosen sampler's values (sampler_fields); refreshed when it changes
+                    j, r, e = sampler_fields(sampler.value, cfg)
+                    jump_length = gr.Number(j, precision=0, interactive=j is not None,
+                                            label="jump length (RePaint j, DDNM L)",
+                                            elem_id="jump_length")
+                    jump_n_sample = gr.Number(r, precision=0, interactive=r is not None,
+                                              label="resamplings (RePaint / DDNM r)",
                                               elem_id="jump_n_sample")
-                    eta = gr.Number(cfg.get("eta"), label="eta (DDIM)", elem_id="eta")
+                    eta = gr.Number(e, interactive=e is not None, label="eta (DDIM / DDNM)",
+                                    elem_id="eta")
                 with gr.Row():
                     n_samples = gr.Slider(1, int(cfg.get("max_samples") or 16), step=1,
                                           value=int(cfg.n_samples), label="samples",
@@ -376,6 +392,11 @@ def build(page: Page) -> gr.Blocks:
         mask_inputs = [editor, source, mask_kind, seed]
         for trigger in (editor.change, mask_kind.change, seed.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
+        def refresh_fields(name):
+            return tuple(gr.update(value=v, interactive=v is not None)
+                         for v in sampler_fields(name, cfg))
+
+        sampler.change(refresh_fields, sampler, [jump_length, jump_n_sample, eta], **light)
         for box in (sampler, steps, jump_length, jump_n_sample, n_samples):
             box.change(page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples],
                        budget, **light)

@@ -85,3 +85,16 @@ def assert_same(a: dict, b: dict, atol: float, what: str):
             assert torch.allclose(a[key], b[key], atol=atol, rtol=0), f"{what}: {key}"
         elif torch.is_tensor(a[key]):
             assert torch.equal(a[key], b[key]), f"{what}: {key}"
+
+
+def assert_resumed_equals_straight(resumed: list[dict], straight: list[dict], step: int,
+                                   atol: float = 1e-6):
+    """Every rank of a resumed run ends at ``step`` with the uninterrupted run's weights, EMAs
+    and timestep-sampler history (what exact resume promises)."""
+    assert len(resumed) == len(straight)
+    for rank in range(len(resumed)):
+        assert resumed[rank]["step"] == step
+        assert_same(resumed[rank]["model"], straight[rank]["model"], atol, "resumed weights")
+        for ema_r, ema_s in zip(resumed[rank]["emas"], straight[rank]["emas"], strict=True):
+            assert_same(ema_r, ema_s, atol, "resumed EMA")
+        assert_same(resumed[rank]["sampler"], straight[rank]["sampler"], atol, "sampler")

@@ -118,18 +118,15 @@ def space_timesteps(steps: int, spec: str | int) -> list[int]:
     the same timesteps.
     """
     spec = str(spec).strip()
-    if spec.startswith("quad"):
-        try:
-            count = int(spec[len("quad"):])
-        except ValueError as e:
-            raise ValueError(f"bad respacing {spec!r}: expected 'quadN', e.g. 'quad20'") from e
-        return quad_timesteps(steps, count)
-    if spec.startswith("ddim"):
-        try:
-            count = int(spec[len("ddim"):])
-        except ValueError as e:
-            raise ValueError(f"bad respacing {spec!r}: expected 'ddimN', e.g. 'ddim50'") from e
-        return _ddim_steps(steps, count)
+    for prefix, spaced, example in (("quad", quad_timesteps, "quad20"),
+                                    ("ddim", _ddim_steps, "ddim50")):
+        if spec.startswith(prefix):
+            try:
+                count = int(spec[len(prefix):])
+            except ValueError as e:
+                raise ValueError(f"bad respacing {spec!r}: expected '{prefix}N', "
+                                 f"e.g. '{example}'") from e
+            return spaced(steps, count)
     try:
         counts = [int(c) for c in spec.split(",")]
     except ValueError as e:

@@ -20,7 +20,7 @@ from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.diffusion import coefficients as coef
-from priorpaint.diffusion.schedules import quad_timesteps, space_timesteps
+from priorpaint.diffusion.beta_schedules import quad_timesteps, space_timesteps
 from priorpaint.models import UNet
 from priorpaint.sampling import (
     SAMPLERS,

@@ -26,8 +26,8 @@ from ..checkpoint import load_prior
 from ..metrics import write_metrics
 from ..sampling.run import run as sample_run
 from ..sampling.samplers import SAMPLERS
-from ..sampling.schedules import count_network_calls, jump_schedule
-from .folder import evaluate_run, read_run
+from ..sampling.time_schedules import count_network_calls, jump_schedule
+from .run_folder import evaluate_run, read_run
 from .suite import MetricSuite
 from .table import format_table, write_rows
 

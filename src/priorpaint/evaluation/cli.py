@@ -14,8 +14,8 @@ from ..checkpoint import load_prior
 from ..metrics import write_metrics
 from ..sampling.run import file_sha256, resolve_device
 from .ablation import run_ablation
-from .folder import RUN_RECORD, Evaluation, evaluate_run, read_run
-from .nll import nll_on_images
+from .heldout_nll import nll_on_images
+from .run_folder import RUN_RECORD, Evaluation, evaluate_run, read_run
 from .suite import MetricSuite
 from .table import format_table, format_value
 

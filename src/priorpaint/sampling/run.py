@@ -34,11 +34,11 @@ from .images import (
     paste_known,
     to_model,
 )
+from .item_noise import item_generators, item_seed
 from .labels import WithLabels, class_labels
 from .loop import Progress
-from .noise import item_generators, item_seed
 from .samplers import DEFAULT_STEPS, SamplerOptions, resolve_options, respacing, sampler_schedule
-from .schedules import count_network_calls
+from .time_schedules import count_network_calls
 
 __all__ = ["run", "output_path", "resolve_device", "file_sha256", "DEFAULT_STEPS"]
 

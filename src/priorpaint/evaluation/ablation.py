@@ -200,7 +200,7 @@ def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite, options: 
 
 
 def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
-    """Run and evaluate every setting of ``configs/ablation.yaml``; print and write the table.
+    """Run and evaluate every setting of ``configs/mode/ablation.yaml``; print and write the table.
 
     Writes ``{out}/{setting}/`` (sample.py outputs, run.yaml, metrics.json/.csv) per distinct
     (T, r, j) and ``{out}/ablation.json`` / ``ablation.csv``. Returns the table rows.

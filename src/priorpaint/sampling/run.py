@@ -8,7 +8,6 @@ index, sample index): batch size and device batching never change what an output
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 from dataclasses import dataclass, replace
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 import yaml
 
+from ..checkpoint import file_sha256
+from ..devices import resolve_device
 from ..imageio import array_to_image, read_pixels, save_png
 from ..masks import load_masks_for
 from .api import SAMPLERS, generate, inpaint, unconditional_sampler
@@ -40,7 +41,7 @@ from .loop import Progress
 from .samplers import DEFAULT_STEPS, SamplerOptions, resolve_options, respacing, sampler_schedule
 from .time_schedules import count_network_calls
 
-__all__ = ["run", "output_path", "resolve_device", "file_sha256", "DEFAULT_STEPS"]
+__all__ = ["run", "output_path", "DEFAULT_STEPS"]
 
 log = logging.getLogger("priorpaint.sample")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -49,32 +50,6 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def output_path(out: Path, stem: str, sample_index: int) -> Path:
     """Where output (image stem, sample index) goes: ``{out}/{stem}_s{sample_index}.png``."""
     return Path(out) / f"{stem}_s{sample_index}.png"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = CUDA if available, else Apple MPS, else CPU; otherwise the named device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but CUDA is not available; use device=cpu or auto")
-    return device
-
-
-def file_sha256(path: Path) -> str:
-    if Path(path).is_dir():  # a diffusers folder: the files it loads from
-        from ..diffusers_prior import folder_sha256
-
-        return folder_sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -5,14 +5,12 @@
     python evaluate.py out=inpainted nll_images=heldout/ nll_steps=50
     python evaluate.py mode=ablation ckpt=runs/x/last.ckpt images=val/ mask=thick budget=1000
 
-Options and their defaults: configs/evaluate.yaml (mode=folder) and configs/ablation.yaml
-(mode=ablation). The work is done by ``priorpaint.evaluation.cli.run``; this file only picks
-the config, composes it and reports errors.
+Options and their defaults: configs/evaluate.yaml, with the mode's own keys from the config
+group configs/mode/ (folder, the default, or ablation). The work is done by
+``priorpaint.evaluation.cli.run``; this file only composes the config and reports errors.
 """
 
 from __future__ import annotations
-
-import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -29,10 +27,7 @@ def _main(cfg: DictConfig) -> None:
     run(cfg)
 
 
-def main() -> None:
-    # mode=ablation selects another config file (its keys differ), so it is read before Hydra
-    name = "ablation" if "mode=ablation" in sys.argv[1:] else "evaluate"
-    hydra.main(config_path="configs", config_name=name, version_base="1.3")(_main)()
+main = hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")(_main)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from common import machine_lines  # noqa: E402
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
 from priorpaint.data.memory import TensorImages, load_digits_images  # noqa: E402
+from priorpaint.imageio import from_uint8  # noqa: E402
 from priorpaint.sampling import count_network_calls, inpaint_any_size, jump_schedule  # noqa: E402
 from priorpaint.sampling.fit import FitWarning, check_fit, count_calls  # noqa: E402
 
@@ -68,7 +69,7 @@ def held_out_digits(source: str, size, channels: int, mnist_root: Path) -> torch
         images, _ = read_mnist(mnist_root, EVALUATE[1])
         return to_model(images[EVALUATE[0]:], size).expand(-1, channels, -1, -1)
     digits = TensorImages(load_digits_images("heldout"), size, channels, name="digits").images
-    return digits.float() / 127.5 - 1.0
+    return from_uint8(digits)
 
 
 def canvases(digits: torch.Tensor, tiles: int, count: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_lines  # noqa: E402
 
 from priorpaint.data import PriorDataModule  # noqa: E402
-from priorpaint.diffusion.nll import calc_bpd_loop  # noqa: E402
+from priorpaint.diffusion.vlb import calc_bpd_loop  # noqa: E402
 from priorpaint.lightning.launch import compose_config, run_training  # noqa: E402
 from priorpaint.models import UNet  # noqa: E402
 

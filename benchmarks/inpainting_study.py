@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
-from priorpaint.diffusion.schedules import space_timesteps  # noqa: E402
+from priorpaint.diffusion.beta_schedules import space_timesteps  # noqa: E402
 from priorpaint.evaluation.ablation import fit_steps  # noqa: E402
 from priorpaint.masks import make_mask  # noqa: E402
 from priorpaint.metrics.distribution import frechet_distance  # noqa: E402

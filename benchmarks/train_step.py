@@ -44,7 +44,7 @@ from common import (  # noqa: E402
     warn_if_shared,
 )
 
-from priorpaint.diffusion.likelihood import mean_flat  # noqa: E402
+from priorpaint.diffusion.gaussian_likelihood import mean_flat  # noqa: E402
 from priorpaint.lightning import DiffusionPriorModule  # noqa: E402
 
 DIFFUSION = {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "learned_range",

@@ -22,7 +22,7 @@ from priorpaint.app.inputs import mask_from_layers  # noqa: E402
 from priorpaint.app.prior import describe  # noqa: E402
 from priorpaint.app.ui import Page  # noqa: E402
 from priorpaint.checkpoint import save_prior  # noqa: E402
-from priorpaint.sampling.noise import item_seed  # noqa: E402
+from priorpaint.sampling.item_noise import item_seed  # noqa: E402
 from priorpaint.sampling.run import run as sample_py_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def test_budget_counts_calls_and_estimates_time(page):
     text = page.budget("repaint", "auto", 10, 10, 3)
     # 20 steps, j=10, r=10: sample.py's count for this schedule
     from priorpaint.sampling.api import build_schedule
-    from priorpaint.sampling.schedules import count_network_calls
+    from priorpaint.sampling.time_schedules import count_network_calls
     calls = count_network_calls(build_schedule("repaint", 20, 10, 10)[0])
     assert f"**{calls:,} network calls**" in text
     assert page.budget("repaint", "auto", None, "", 3) == text   # blank = the config's 10, 10

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from priorpaint.data import ImageFolder, PriorDataModule, StepBatchSampler, find_mnist, list_images, read_idx
+from priorpaint.data import ImageFolder, PriorDataModule, StepBatchSampler, find_mnist, read_idx
+from priorpaint.imageio import list_images
 from priorpaint.lightning.launch import compose_config, run_training
 
 TINY_RUN = ["model=tiny", "diffusion=cosine1000", "diffusion.steps=20", "data.batch_size=4",
@@ -56,7 +57,7 @@ def test_digits_upsampled_to_range_and_size():
 def test_folder_recursive_resize_crop_and_flip(tmp_path):
     _write_pngs(tmp_path)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert len(list_images(tmp_path)) == 6
+    assert len(list_images(tmp_path, recursive=True)) == 6
     data = ImageFolder(tmp_path, image_size=8, channels=3, crop_mode="random", hflip=True)
     centre = data[0]
     assert centre.shape == (3, 8, 8) and -1 <= centre.min() and centre.max() <= 1

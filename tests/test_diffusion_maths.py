@@ -11,7 +11,7 @@ from priorpaint.diffusion import (
     UniformSampler,
     betas_for,
     calc_bpd_loop,
-    create_sampler,
+    create_timestep_sampler,
     discretized_gaussian_log_likelihood,
     normal_kl,
     space_timesteps,
@@ -217,7 +217,7 @@ def test_loss_second_moment_sampler_is_uniform_until_warm_then_importance_weight
     restored = LossSecondMomentSampler(4, history=3, uniform_prob=0.0)
     restored.load_state_dict(sampler.state_dict())
     assert torch.equal(restored.weights(), sampler.weights())
-    assert isinstance(create_sampler("loss-second-moment", _diffusion()), LossSecondMomentSampler)
+    assert isinstance(create_timestep_sampler("loss-second-moment", _diffusion()), LossSecondMomentSampler)
 
 
 def test_config_round_trip_and_errors():

@@ -224,7 +224,7 @@ def test_fit_steps_is_the_closest_call_count(r, j, max_steps):
 def test_ablation_prints_the_table_at_the_budget(tmp_path, ckpt, images, alexnet_file, capsys):
     out = tmp_path / "ablation"
     rows = run(compose_config(
-        "ablation", "mode=ablation", f"ckpt={ckpt}", f"images={images}", "mask=half",
+        "evaluate", "mode=ablation", f"ckpt={ckpt}", f"images={images}", "mask=half",
         f"out={out}", "budget=30", "resampling.jump_n_sample=[2,3]",
         "resampling.jump_length=1", "jump_sweep.jump_n_sample=2", "jump_sweep.jump_lengths=[1,3]",
         "sample.progress=false", f"lpips_weights={alexnet_file}", "device=cpu"))

@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from tiny import save_tiny_prior, write_random_images
 
+from priorpaint.checkpoint import file_sha256
 from priorpaint.masks import MASK_ALIASES, MASK_KINDS, MaskWarning, load_mask
-from priorpaint.sampling.run import file_sha256, run
+from priorpaint.sampling.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["jump_length=5", "jump_n_sample=2", "progress=false"]  # 20 + 15 network calls

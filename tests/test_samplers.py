@@ -20,7 +20,7 @@ from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.diffusion import coefficients as coef
-from priorpaint.diffusion.schedules import quad_timesteps, space_timesteps
+from priorpaint.diffusion.beta_schedules import quad_timesteps, space_timesteps
 from priorpaint.models import UNet
 from priorpaint.sampling import (
     SAMPLERS,
@@ -503,10 +503,10 @@ def test_ablation_takes_the_samplers_with_jumps_only(tmp_path):
     from priorpaint.evaluation.ablation import _sampler, run_ablation
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="ablation", overrides=[
+        cfg = compose(config_name="evaluate", overrides=["mode=ablation",
             f"ckpt={tmp_path / 'none.ckpt'}", f"images={tmp_path}", "mask=half",
             "sampler=diffpir"])
-        ddnm = compose(config_name="ablation", overrides=["sampler=ddnm"])
+        ddnm = compose(config_name="evaluate", overrides=["mode=ablation", "sampler=ddnm"])
     with pytest.raises(ValueError, match="sampler=diffpir: .* only repaint, ddnm"):
         run_ablation(cfg)
     assert _sampler(ddnm) == {"sampler": "ddnm", "step": None, "eta": None}

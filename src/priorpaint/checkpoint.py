@@ -14,6 +14,7 @@ network state dict lets samplers load them without knowing anything about ema-py
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from .cli import UserError
 
 __all__ = ["Prior", "load_prior", "save_prior", "prior_payload", "load_torch_file",
-           "torch_file_problem", "MODEL_PREFIX", "FORMAT"]
+           "torch_file_problem", "file_sha256", "MODEL_PREFIX", "FORMAT"]
 
 FORMAT = 1
 MODEL_PREFIX = "model."
@@ -217,3 +218,19 @@ def _pair(size) -> tuple[int, int]:
         return size, size
     height, width = (int(s) for s in size)
     return height, width
+
+
+def file_sha256(path) -> str:
+    """The checkpoint's content hash (a run records it so evaluation can tell if it changed).
+
+    For a diffusers folder: the hash of the files it loads from.
+    """
+    if Path(path).is_dir():
+        from .diffusers_prior import folder_sha256
+
+        return folder_sha256(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from ..imageio import read_pixels
 from ..masks import load_mask
 from ..sampling.images import InputImage, from_model, load_input
 from ..sampling.labels import WithLabels
@@ -32,7 +33,6 @@ from ..sampling.loop import LoopContext, Progress
 from ..sampling.run import (
     _batches,
     _inpaint_batch,
-    _read_pixels,
     _write_grids,
     _write_record,
     batch_passes,
@@ -277,6 +277,6 @@ def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, canc
             if file.is_file():
                 z.write(file, Path(run_dir.name) / file.relative_to(run_dir))
     channels = inputs[0].pixels.shape[-1]
-    return RunResult(run_dir, [_read_pixels(p, channels) for p in sample_files], sample_files,
+    return RunResult(run_dir, [read_pixels(p, channels) for p in sample_files], sample_files,
                      mask_file, input_file, record, run_dir / f"{inputs[0].stem}_grid.png",
                      archive, calls, time.perf_counter() - started)

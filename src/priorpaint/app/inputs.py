@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..imageio import array_to_image, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
-from ..sampling.images import InputImage, array_to_image, load_input, save_png
+from ..sampling.images import InputImage, load_input
 
 __all__ = ["read_upload", "input_from_array", "mask_from_layers", "generated_mask",
            "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
@@ -140,12 +141,9 @@ def save_input(image: InputImage, folder: Path) -> Path:
     """The input as a PNG in ``folder`` (lossless: what sample.py will read back)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{image.stem}.png"
-    save_png(array_to_image(image.pixels, image.alpha), path)
-    return path
+    return save_png(array_to_image(image.pixels, image.alpha), path)
 
 
 def save_mask(mask: torch.Tensor, path: Path) -> Path:
     """The mask as an 8-bit PNG, 255 = known, 0 = hole (sample.py's ``mask=`` file form)."""
-    pixels = (mask[0].numpy() > 0.5).astype(np.uint8) * 255
-    save_png(array_to_image(pixels[..., None]), path)
-    return path
+    return save_png(((mask[0].numpy() > 0.5).astype(np.uint8) * 255)[..., None], path)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import file_sha256
+from ..devices import resolve_device
 from ..sampling.labels import WithLabels
-from ..sampling.run import _open_prior, file_sha256, resolve_device
+from ..sampling.run import _open_prior
 
 __all__ = ["LoadedPrior", "load", "describe", "list_checkpoints", "time_network_call"]
 

@@ -27,7 +27,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..masks import IMAGE_SUFFIXES, list_files  # noqa: E402
+from ..imageio import list_images  # noqa: E402
 from ..sampling.api import SAMPLERS  # noqa: E402
 from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
 from ..sampling.samplers import resolve_options  # noqa: E402
@@ -117,7 +117,7 @@ class Page:
         self.cfg = cfg
         self.checkpoints = [str(p) for p in list_checkpoints(cfg.ckpt)]
         self.runs = Path(str(cfg.get("runs") or "app_runs")).resolve()
-        self.examples = ([str(p) for p in list_files(Path(str(cfg.examples)), IMAGE_SUFFIXES)]
+        self.examples = ([str(p) for p in list_images(Path(str(cfg.examples)), recursive=False)]
                          if cfg.get("examples") and Path(str(cfg.examples)).is_dir() else [])
         self.loaded: LoadedPrior | None = None
         self._cancel: dict[str, threading.Event] = {}

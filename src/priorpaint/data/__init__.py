@@ -6,13 +6,13 @@ sampler, so resuming and DDP see exactly the data a straight single-process run 
 """
 
 from .datamodule import SOURCES, PriorDataModule, build_dataset, images_of
-from .folder import ImageFolder, list_images
+from .image_folder import ImageFolder, training_images
 from .memory import TensorImages, find_mnist, load_digits_images, load_mnist_images, read_idx
 from .sampler import StepBatchSampler
 from .seeding import derive_seed
 
 __all__ = [
     "PriorDataModule", "build_dataset", "images_of", "SOURCES",
-    "ImageFolder", "list_images", "TensorImages", "load_digits_images", "load_mnist_images",
+    "ImageFolder", "training_images", "TensorImages", "load_digits_images", "load_mnist_images",
     "read_idx", "find_mnist", "StepBatchSampler", "derive_seed",
 ]

@@ -80,7 +80,7 @@ def build_dataset(source: str, image_size, channels: int, *, path=None, root=Non
 
 def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
                   hflip) -> Dataset:
-    from .folder import ImageFolder
+    from .image_folder import ImageFolder
     from .memory import TensorImages, load_digits_images, load_mnist_images
 
     if source == "digits":

@@ -26,7 +26,6 @@ It yields float32 tensors (B, C, H, W) in [-1, 1] (or `(images, keys)` with retu
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import multiprocessing
@@ -48,9 +47,12 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 
+from ..imageio import IMAGE_SUFFIXES, LEVELS, decode
+
 __all__ = ["ShardDataset", "ShardStats", "build_shard_dataset", "expand_urls", "read_index"]
 
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp", "tif", "tiff")
+# a sample's image member, by extension (the first one present is decoded)
+IMAGE_KEYS = tuple(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
 _SHARD_NAME = re.compile(r"[^/\s'\"]+\.tar(?:\.gz)?")  # last one in a URL or pipe command
 _SHUFFLE_START = 100  # samples in the shuffle buffer before the first one leaves it
 _WARN_FIRST = 10  # per process: warn for the first failures, then every power of ten
@@ -248,11 +250,11 @@ def decode_image(parts: dict[str, bytes], height: int, width: int, mode: str) ->
     if ext is None:
         raise ValueError(f"no image file in sample (has {sorted(parts)}; expected one of "
                          f"{IMAGE_KEYS})")
-    with Image.open(io.BytesIO(parts[ext])) as im:
-        im = im.convert(mode) if im.mode != mode else im
-        if im.size != (width, height):
-            im = resize_center_crop(im, height, width)
-        return np.asarray(im)
+    array = decode(parts[ext], mode)
+    array = array[..., 0] if array.shape[-1] == 1 else array
+    if array.shape[:2] != (height, width):
+        array = np.asarray(resize_center_crop(Image.fromarray(array), height, width))
+    return array
 
 
 def _rank_world(rank: int | None, world_size: int | None, snapshot) -> tuple[int, int]:
@@ -482,7 +484,7 @@ class ShardDataset(IterableDataset):
         # would fight the DataLoader workers for the same cores
         batch = rearrange(batch, "b h w c -> b c h w")
         images = np.empty(batch.shape, np.float32)  # C-contiguous: the transpose happens here
-        np.multiply(batch, np.float32(1 / 127.5), out=images)
+        np.multiply(batch, np.float32(1 / LEVELS), out=images)
         images -= 1.0
         images = torch.from_numpy(images)
         self.stats.add("samples", len(keys))

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from .schedules import betas_for, betas_for_kept_steps, space_timesteps
+from .beta_schedules import betas_for, betas_for_kept_steps, space_timesteps
+from .gaussian_likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
 __all__ = ["GaussianDiffusion", "MEAN_TYPES", "VAR_TYPES", "LOSSES"]
 

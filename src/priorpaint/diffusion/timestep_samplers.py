@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["UniformSampler", "LossSecondMomentSampler", "create_sampler"]
+__all__ = ["UniformSampler", "LossSecondMomentSampler", "create_timestep_sampler"]
 
 
 class UniformSampler:
@@ -111,7 +111,7 @@ def _all_gather_variable(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes, strict=True)])
 
 
-def create_sampler(name: str, diffusion) -> UniformSampler:
+def create_timestep_sampler(name: str, diffusion) -> UniformSampler:
     """``uniform`` or ``loss-second-moment`` over ``diffusion.num_timesteps`` steps."""
     if name == "uniform":
         return UniformSampler(diffusion.num_timesteps)

@@ -7,8 +7,8 @@ is :func:`cli.run`.
 """
 
 from .ablation import Setting, ablation_settings, fit_steps, network_calls, run_ablation
-from .folder import RUN_RECORD, Evaluation, evaluate_run, read_run, to_tensor
-from .nll import load_heldout, nll_on_images
+from .heldout_nll import load_heldout, nll_on_images
+from .run_folder import RUN_RECORD, Evaluation, evaluate_run, read_run, to_tensor
 from .suite import MetricOptions, MetricSuite
 from .table import format_table, write_rows
 

@@ -26,8 +26,8 @@ from ..checkpoint import load_prior
 from ..metrics import write_metrics
 from ..sampling.run import run as sample_run
 from ..sampling.samplers import SAMPLERS
-from ..sampling.schedules import count_network_calls, jump_schedule
-from .folder import evaluate_run, read_run
+from ..sampling.time_schedules import count_network_calls, jump_schedule
+from .run_folder import evaluate_run, read_run
 from .suite import MetricSuite
 from .table import format_table, write_rows
 
@@ -200,7 +200,7 @@ def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite, options: 
 
 
 def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
-    """Run and evaluate every setting of ``configs/ablation.yaml``; print and write the table.
+    """Run and evaluate every setting of ``configs/mode/ablation.yaml``; print and write the table.
 
     Writes ``{out}/{setting}/`` (sample.py outputs, run.yaml, metrics.json/.csv) per distinct
     (T, r, j) and ``{out}/ablation.json`` / ``ablation.csv``. Returns the table rows.

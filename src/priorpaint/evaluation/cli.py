@@ -3,19 +3,19 @@
 ``mode=folder`` (configs/evaluate.yaml) reads ``{out}/run.yaml``, scores every output and
 writes ``{out}/metrics.json`` and ``metrics.csv``; with ``nll_images=`` it adds the prior's
 bits/dim on those images (and with ``ckpt=`` and no run in ``out``, computes only that).
-``mode=ablation`` (configs/ablation.yaml) is :func:`run_ablation`.
+``mode=ablation`` (configs/mode/ablation.yaml) is :func:`run_ablation`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import load_prior
+from ..checkpoint import file_sha256, load_prior
+from ..devices import resolve_device
 from ..metrics import write_metrics
-from ..sampling.run import file_sha256, resolve_device
 from .ablation import run_ablation
-from .folder import RUN_RECORD, Evaluation, evaluate_run, read_run
-from .nll import nll_on_images
+from .heldout_nll import nll_on_images
+from .run_folder import RUN_RECORD, Evaluation, evaluate_run, read_run
 from .suite import MetricSuite
 from .table import format_table, format_value
 
@@ -23,18 +23,14 @@ __all__ = ["run", "evaluate_folder", "report"]
 
 
 def run(cfg):
-    """Dispatch on ``cfg.mode``: an :class:`Evaluation` (folder) or the ablation rows."""
+    """Dispatch on ``cfg.mode`` (the config group Hydra chose): an :class:`Evaluation` or the
+    ablation rows."""
+    modes = {"folder": evaluate_folder, "ablation": run_ablation}
     mode = str(cfg.get("mode") or "folder")
-    if mode == "folder":
-        return evaluate_folder(cfg)
-    if mode == "ablation":
-        if cfg.get("budget") is None:
-            raise ValueError("mode=ablation reads configs/ablation.yaml: give mode=ablation on "
-                             "the command line (python evaluate.py mode=ablation ckpt=... "
-                             "images=... mask=... budget=...)")
-        return run_ablation(cfg)
-    raise ValueError(f"mode={mode} is unknown; choose folder (evaluate a sample.py output "
-                     f"folder) or ablation (configs/ablation.yaml)")
+    if mode not in modes:
+        raise ValueError(f"mode={mode} is unknown; choose folder (evaluate a sample.py output "
+                         f"folder) or ablation (configs/mode/ablation.yaml)")
+    return modes[mode](cfg)
 
 
 def _nll_checkpoint(cfg, record: dict | None) -> Path:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ..devices import resolve_device
 from ..metrics import InceptionMetrics, MetricUnavailable, load_inception, load_lpips
-from ..sampling.run import resolve_device
 
 __all__ = ["MetricOptions", "MetricSuite"]
 

@@ -5,9 +5,9 @@ Data flows data -> model -> diffusion -> here; nothing in this package defines m
 
 from .callbacks import SampleGridCallback, ShardStatsLogger, StepCheckpoint
 from .ema import build_emas, parse_rates
+from .lr_schedule import WarmupDecay
 from .module import DiffusionPriorModule
 from .preemption import PreemptionCheckpoint
-from .schedules import WarmupDecay
 
 __all__ = ["DiffusionPriorModule", "PreemptionCheckpoint", "SampleGridCallback",
            "ShardStatsLogger", "StepCheckpoint", "WarmupDecay", "build_emas", "parse_rates"]

@@ -2,7 +2,7 @@
 
 What it adds to a plain training step, and why:
 
-- t and ε come from per-example seeds (``noise.py``), not from a global stream, so resuming
+- t and ε come from per-example seeds (``training_noise.py``), not from a global stream, so resuming
   and DDP reproduce a straight single-process run.
 - The network may run in bf16/fp16 (Lightning's ``precision``), but its output is cast to
   float32 and the diffusion maths runs outside autocast: the VLB term is a KL of nearly
@@ -28,12 +28,12 @@ from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
 from ..data.seeding import derive_seed
 from ..data.transforms import pair
-from ..diffusion import GaussianDiffusion, UniformSampler, create_sampler
+from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
 from .ema import build_emas, parse_rates
-from .noise import draw_t_and_noise, example_seeds
-from .schedules import lr_lambda
+from .lr_schedule import lr_lambda
 from .stats import QuartileMeans
 from .steps import OptimizerStepGate
+from .training_noise import draw_t_and_noise, example_seeds
 
 __all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER", "check_precision"]
 
@@ -83,7 +83,7 @@ class DiffusionPriorModule(pl.LightningModule):
         # an ADM UNet, or (init_from a diffusers prior) the adapter its stored config names
         self.model = build_network(_network_kwargs(dict(net), self.channels, self.diffusion))
         self.model.check_input_size(*self.image_size)
-        self.timestep_sampler = create_sampler(timestep_sampler, self.diffusion)
+        self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion)
         self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
         ema_cfg = {**_DEFAULT_EMA, **(ema or {})}
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))

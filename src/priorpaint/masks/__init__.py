@@ -2,10 +2,8 @@
 
 from .generators import MASK_ALIASES, MASK_KINDS, RANDOM_CHOICES, canonical_kind, make_mask
 from .io import (
-    IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     MaskWarning,
-    list_files,
     load_mask,
     load_masks_for,
     mask_seed,
@@ -14,6 +12,5 @@ from .io import (
 
 __all__ = [
     "make_mask", "MASK_KINDS", "MASK_ALIASES", "RANDOM_CHOICES", "canonical_kind",
-    "load_mask", "load_masks_for", "resize_mask", "mask_seed", "list_files", "MaskWarning",
-    "IMAGE_SUFFIXES", "MASK_SUFFIXES",
+    "load_mask", "load_masks_for", "resize_mask", "mask_seed", "MaskWarning", "MASK_SUFFIXES",
 ]

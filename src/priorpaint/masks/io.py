@@ -17,23 +17,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..imageio import IMAGE_SUFFIXES, image_size, list_files
 from .generators import MASK_ALIASES, MASK_KINDS, make_mask
 
-__all__ = ["load_mask", "load_masks_for", "list_files", "resize_mask", "mask_seed",
-           "MaskWarning", "IMAGE_SUFFIXES", "MASK_SUFFIXES"]
+__all__ = ["load_mask", "load_masks_for", "resize_mask", "mask_seed", "MaskWarning",
+           "MASK_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".npy", ".pt", ".pth")
 
 
 class MaskWarning(UserWarning):
     """A mask was usable only after a fix (threshold, resize) or is degenerate."""
-
-
-def list_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    """Files of ``folder`` with one of ``suffixes`` (case-insensitive), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
 def _channels_last(array: np.ndarray) -> np.ndarray:
@@ -149,14 +143,14 @@ def load_masks_for(images: Sequence, mask, sizes: Sequence[tuple[int, int]] | No
     """
     images = [Path(p) for p in images]
     if sizes is None:
-        sizes = [_image_size(p) for p in images]
+        sizes = [image_size(p) for p in images]
     if len(sizes) != len(images):
         raise ValueError(f"{len(sizes)} sizes given for {len(images)} images")
     if isinstance(mask, str) and _is_kind(mask) and not Path(mask).exists():
         return [make_mask(mask, size, seed=mask_seed(seed, i)) for i, size in enumerate(sizes)]
     source = Path(mask)
     if source.is_dir():
-        files = list_files(source, MASK_SUFFIXES)
+        files = list_files(source, MASK_SUFFIXES, recursive=False)
         if len(files) != len(images):
             raise ValueError(f"mask folder {source} has {len(files)} mask files but there are "
                              f"{len(images)} images; masks pair with images by sorted file name, "
@@ -167,10 +161,3 @@ def load_masks_for(images: Sequence, mask, sizes: Sequence[tuple[int, int]] | No
     raise FileNotFoundError(f"mask {mask!r} is neither a mask kind ({', '.join(MASK_KINDS)}, "
                             f"aliases {', '.join(MASK_ALIASES)}) nor an existing file or folder")
 
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e

@@ -11,6 +11,7 @@ Nothing here downloads: a metric whose weights are absent raises :class:`MetricU
 naming the file, where it comes from and the config key to set.
 """
 
+from .bits_per_dim import nll_bpd
 from .distribution import (
     INCEPTION_FILE,
     InceptionMetrics,
@@ -20,7 +21,6 @@ from .distribution import (
     polynomial_mmd,
 )
 from .errors import MetricUnavailable
-from .likelihood import nll_bpd
 from .perceptual import LPIPS_NETS, load_lpips, lpips, lpips_diversity
 from .pixel import diversity, known_region_error, psnr, ssim, ssim_map, to_unit
 from .report import aggregate, write_metrics

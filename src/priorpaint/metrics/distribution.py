@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..imageio import to_uint8
 from .errors import MetricUnavailable
 
 __all__ = ["INCEPTION_FILE", "frechet_distance", "polynomial_mmd", "kernel_inception_distance",
@@ -140,7 +141,7 @@ def _to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> uint8 RGB levels (what the TF-ported Inception was fed)."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (B, 1|3, H, W) in [-1, 1]; got {tuple(images.shape)}")
-    levels = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    levels = to_uint8(images)
     return levels.expand(-1, 3, -1, -1) if levels.shape[1] == 1 else levels
 
 

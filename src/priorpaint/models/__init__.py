@@ -5,13 +5,13 @@ raw network output (eps, or eps and variance values when out_channels = 2 * in_c
 """
 
 from .build import build_network
-from .convert import (
+from .diffusers_unet import DiffusersUNet
+from .layers import timestep_embedding
+from .reference_weights import (
     unet_config_from_create_model_args,
     unet_from_guided_diffusion,
     unet_from_improved_diffusion,
 )
-from .diffusers_unet import DiffusersUNet
-from .layers import timestep_embedding
 from .unet import UNet
 
 __all__ = [

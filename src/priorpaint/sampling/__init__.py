@@ -13,12 +13,12 @@ from .conditioning import KnownRegion
 from .ddnm import DDNMProjection
 from .diffpir import DiffPIRProximal, diffpir_schedule
 from .fit import FITS, inpaint_any_size
+from .item_noise import ItemNoise, item_generators, item_seed
 from .loop import LoopContext, Progress, SamplerCallback, sample_loop
-from .noise import ItemNoise, item_generators, item_seed
 from .repaint import RePaint
 from .samplers import Sampler, SamplerOptions, resolve_options
-from .schedules import check_schedule, count_network_calls, ddpm_schedule, jump_schedule
 from .steps import STEP_KINDS, NetworkStep, RenoiseFromX0, UndoStep, compile_plan
+from .time_schedules import check_schedule, count_network_calls, ddpm_schedule, jump_schedule
 
 __all__ = [
     "jump_schedule", "ddpm_schedule", "count_network_calls", "check_schedule",

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import resize_mask
-from .noise import item_generators
+from .item_noise import item_generators
 
 __all__ = ["FITS", "FitWarning", "Box", "Window", "WindowPlan", "resolve_fit", "check_fit", "hole_boxes",
            "cluster_boxes", "place_window", "plan_windows", "window_generator", "count_calls",

@@ -8,7 +8,6 @@ mode (alpha is carried over untouched), with the known pixels copied from the in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..masks import IMAGE_SUFFIXES, list_files, resize_mask
+from ..imageio import IMAGE_SUFFIXES, array_to_image, from_uint8, list_images, read_image, to_uint8
+from ..masks import resize_mask
 
-__all__ = ["InputImage", "list_images", "load_input", "to_model", "from_model", "paste_known",
-           "comparison_grid", "save_png", "array_to_image", "masked_view", "model_mask"]
+__all__ = ["InputImage", "input_files", "load_input", "to_model", "from_model", "paste_known",
+           "comparison_grid", "masked_view", "model_mask"]
 
 _GREY_MODES = ("L", "LA", "1")
 _COLOUR_MODES = ("RGB", "RGBA", "P")
@@ -46,11 +46,11 @@ class InputImage:
         return self.pixels.shape[0], self.pixels.shape[1]
 
 
-def list_images(source) -> list[Path]:
-    """The image file ``source``, or the images of folder ``source`` sorted by name."""
+def input_files(source) -> list[Path]:
+    """The image file ``source``, or the images of folder ``source`` (not its subfolders)."""
     source = Path(source)
     if source.is_dir():
-        files = list_files(source, IMAGE_SUFFIXES)
+        files = list_images(source, recursive=False)
         if not files:
             raise FileNotFoundError(f"image folder {source} holds no images "
                                     f"({', '.join(IMAGE_SUFFIXES)})")
@@ -71,24 +71,8 @@ def load_input(path, channels: int) -> InputImage:
     if channels not in (1, 3):
         raise ValueError(f"the model has {channels} channels; sample.py reads images only for "
                          f"1-channel (grey) or 3-channel (RGB) models")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            elif mode == "1":
-                image = image.convert("L")
-            elif mode not in ("L", "LA", "RGB", "RGBA"):
-                raise ValueError(f"image mode {mode!r} is not supported; save it as 8-bit "
-                                 f"grey (L) or RGB(A)")
-            array = np.asarray(image).copy()
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    except ValueError as e:
-        raise ValueError(f"image {path}: {e}") from e
-    if array.ndim == 2:
-        array = array[..., None]
+    array = read_image(path)
+    mode = {3: "RGB", 4: "RGBA"}.get(array.shape[-1])  # (palette files are read as these)
     alpha = None
     if array.shape[-1] in (2, 4):
         array, alpha = array[..., :-1], array[..., -1]
@@ -113,8 +97,7 @@ def _model_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 def to_model(image: InputImage, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """(C, H, W) float in [-1, 1] at the model's ``size`` (antialiased bicubic when resized)."""
-    x = torch.from_numpy(_model_channels(image.pixels, channels)).float() / 127.5 - 1.0
-    x = rearrange(x, "h w c -> c h w")
+    x = rearrange(from_uint8(_model_channels(image.pixels, channels)), "h w c -> c h w")
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x[None], size=tuple(size), mode="bicubic", antialias=True,
                           align_corners=False)[0].clamp(-1.0, 1.0)
@@ -127,8 +110,7 @@ def from_model(sample: torch.Tensor, size: tuple[int, int], out_channels: int) -
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x[None], size=tuple(size), mode="bicubic", antialias=True,
                           align_corners=False)[0]
-    pixels = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    pixels = rearrange(pixels, "c h w -> h w c").numpy()
+    pixels = rearrange(to_uint8(x), "c h w -> h w c").numpy()
     if pixels.shape[-1] == out_channels:
         return pixels
     if out_channels == 3:
@@ -140,22 +122,6 @@ def paste_known(pixels: np.ndarray, image: InputImage, mask: torch.Tensor) -> np
     """``pixels`` with the input's own values wherever ``mask`` (1, H, W) is 1."""
     known = mask[0].numpy() > 0.5
     return np.where(known[..., None], image.pixels, pixels)
-
-
-def array_to_image(pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
-    """A PIL image from uint8 (H, W, 1|3), with an optional alpha plane."""
-    if alpha is not None:
-        pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
-    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write ``path`` atomically: a crash never leaves a truncated file under the final name."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def comparison_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> Image.Image:

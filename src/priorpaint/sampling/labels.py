@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .noise import item_seed
+from .item_noise import item_seed
 
 __all__ = ["WithLabels", "class_labels"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .noise import ItemNoise, item_generators
+from .item_noise import ItemNoise, item_generators
 from .steps import compile_plan
 
 __all__ = ["SamplerCallback", "LoopContext", "Progress", "sample_loop"]

@@ -8,7 +8,6 @@ index, sample index): batch size and device batching never change what an output
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 from dataclasses import dataclass, replace
@@ -18,31 +17,31 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 
+from ..checkpoint import file_sha256
+from ..devices import resolve_device
+from ..imageio import array_to_image, read_pixels, save_png
 from ..masks import load_masks_for
 from .api import SAMPLERS, generate, inpaint, unconditional_sampler
 from .distributed import local_device, ranks_from_env, shard
 from .fit import check_fit, count_calls, inpaint_items, resolve_fit
 from .images import (
     InputImage,
-    array_to_image,
     comparison_grid,
     from_model,
-    list_images,
+    input_files,
     load_input,
     masked_view,
     paste_known,
-    save_png,
     to_model,
 )
+from .item_noise import item_generators, item_seed
 from .labels import WithLabels, class_labels
 from .loop import Progress
-from .noise import item_generators, item_seed
 from .samplers import DEFAULT_STEPS, SamplerOptions, resolve_options, respacing, sampler_schedule
-from .schedules import count_network_calls
+from .time_schedules import count_network_calls
 
-__all__ = ["run", "output_path", "resolve_device", "file_sha256", "DEFAULT_STEPS"]
+__all__ = ["run", "output_path", "DEFAULT_STEPS"]
 
 log = logging.getLogger("priorpaint.sample")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -51,32 +50,6 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def output_path(out: Path, stem: str, sample_index: int) -> Path:
     """Where output (image stem, sample index) goes: ``{out}/{stem}_s{sample_index}.png``."""
     return Path(out) / f"{stem}_s{sample_index}.png"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = CUDA if available, else Apple MPS, else CPU; otherwise the named device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but CUDA is not available; use device=cpu or auto")
-    return device
-
-
-def file_sha256(path: Path) -> str:
-    if Path(path).is_dir():  # a diffusers folder: the files it loads from
-        from ..diffusers_prior import folder_sha256
-
-        return folder_sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -262,7 +235,7 @@ def run(cfg) -> list[Path]:
 
     seed, out = int(cfg.seed), Path(str(cfg.out))
     if images_arg is not None:
-        inputs = [load_input(p, prior.channels) for p in list_images(images_arg)]
+        inputs = [load_input(p, prior.channels) for p in input_files(images_arg)]
         _check_unique_stems(inputs)
         for image in inputs:
             check_fit(resolve_fit(options.fit, image.size, prior.image_size), image.size,
@@ -399,23 +372,16 @@ def _generate_batch(model, diffusion, prior, batch, options, cfg, device, progre
         save_png(array_to_image(from_model(sample, prior.image_size, prior.channels)), path)
 
 
-def _read_pixels(path: Path, channels: int) -> np.ndarray:
-    """A written output's uint8 (H, W, channels), alpha dropped (for grids)."""
-    with Image.open(path) as image:
-        pixels = np.asarray(image)
-    return (pixels[..., None] if pixels.ndim == 2 else pixels)[..., :channels]
-
-
 def _write_grids(out: Path, inputs, masks, planned, n_samples: int) -> None:
     """Comparison grids from the files on disk (samples may come from several ranks or runs)."""
     if inputs:
         for i, image in enumerate(inputs):
             channels = image.pixels.shape[-1]
-            samples = [_read_pixels(p, channels) for p, j, _ in planned if j == i]
+            samples = [read_pixels(p, channels) for p, j, _ in planned if j == i]
             row = [masked_view(image, masks[i]), *samples, image.pixels]
             save_png(comparison_grid([row]), out / f"{image.stem}_grid.png")
         return
-    tiles = [_read_pixels(p, 4) for p, _, _ in planned]
+    tiles = [read_pixels(p, 4) for p, _, _ in planned]
     columns = int(np.ceil(np.sqrt(len(tiles))))
     save_png(comparison_grid([tiles[r:r + columns] for r in range(0, len(tiles), columns)]),
              out / "samples_grid.png")

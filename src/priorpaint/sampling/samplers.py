@@ -33,7 +33,7 @@ from .conditioning import KnownRegion
 from .ddnm import DDNMProjection
 from .diffpir import DiffPIRProximal, diffpir_schedule
 from .repaint import RePaint
-from .schedules import ddpm_schedule, jump_schedule
+from .time_schedules import ddpm_schedule, jump_schedule
 
 __all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
            "respacing", "conditioning", "update_parameters", "DEFAULT_STEPS"]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..diffusion import coefficients as coef
-from .schedules import check_schedule
+from .time_schedules import check_schedule
 
 __all__ = ["compile_plan", "NetworkStep", "UndoStep", "RenoiseFromX0", "STEP_KINDS",
            "JUMP_KINDS", "EPS_SOURCES"]

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import Prior
+from ..imageio import from_uint8, to_uint8
 from ..metrics import nll_bpd
-from ..sampling.images import list_images, load_input, to_model
+from ..sampling.images import input_files, load_input, to_model
 
 __all__ = ["load_heldout", "nll_on_images"]
 
@@ -24,13 +25,12 @@ log = logging.getLogger("priorpaint.evaluate")
 def load_heldout(prior: Prior, source, max_images: int | None = None
                  ) -> tuple[list[Path], torch.Tensor]:
     """(files, images (N, C, H, W) in [-1, 1] on 8-bit levels at the model's size)."""
-    paths = list_images(source)[:max_images]
+    paths = input_files(source)[:max_images]
     tensors, resized = [], 0
     for path in paths:
         image = load_input(path, prior.channels)
         resized += image.size != tuple(prior.image_size)
-        levels = ((to_model(image, prior.channels, prior.image_size) + 1.0) * 127.5).round()
-        tensors.append(levels / 127.5 - 1.0)
+        tensors.append(from_uint8(to_uint8(to_model(image, prior.channels, prior.image_size))))
     if resized:
         log.info("nll: resized %d of %d image(s) from %s to the model's %s and re-quantised "
                  "them to 8-bit levels", resized, len(paths), source, tuple(prior.image_size))

@@ -10,27 +10,22 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..imageio import DECODE_ERRORS, IMAGE_SUFFIXES, decode, list_images
 from .transforms import check_channels, check_crop, crop, maybe_flip, pair, resize_cover, to_model_range
 
-__all__ = ["ImageFolder", "list_images", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                  ".pgm", ".pbm")
-_DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+__all__ = ["ImageFolder", "training_images"]
 
 
-def list_images(path) -> list[Path]:
+def training_images(path) -> list[Path]:
     """Image files under ``path`` (recursive, sorted so every rank and resume sees one order)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a directory "
                                 f"(set data.path=/folder/of/images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(root, recursive=True)
     if not files:
         raise ValueError(f"image folder {root} holds no images (looked recursively for "
                          f"{', '.join(IMAGE_SUFFIXES)})")
@@ -47,7 +42,7 @@ class ImageFolder(Dataset):
     def __init__(self, path, image_size, channels: int = 3, crop_mode: str = "center",
                  hflip: bool = False):
         self.root = Path(path).expanduser()
-        self.files = list_images(self.root)
+        self.files = training_images(self.root)
         self.size = pair(image_size)
         self.channels = check_channels(channels)
         self.crop_mode = check_crop(crop_mode)
@@ -74,16 +69,13 @@ class ImageFolder(Dataset):
     def _decode(self, path: Path) -> torch.Tensor | None:
         """(C, H, W) floats in [0, 1], or None (warned and counted) if the file is unreadable."""
         try:
-            with Image.open(path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                array = np.asarray(image, dtype=np.uint8)
-        except _DECODE_ERRORS as e:
+            array = decode(path, "L" if self.channels == 1 else "RGB")
+        except DECODE_ERRORS as e:
             self.skipped.add(path)
             warnings.warn(f"skipping unreadable image {path} ({type(e).__name__}: {e}); "
                           f"{len(self.skipped)} skipped so far", RuntimeWarning, stacklevel=2)
             return None
-        tensor = torch.from_numpy(array.copy()).float() / 255.0
-        return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+        return torch.from_numpy(array).float().permute(2, 0, 1) / 255.0
 
     def _first_readable(self) -> None:
         """Fail before training when nothing in the folder decodes (checks files in order)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .gaussian import GaussianDiffusion
-from .likelihood import mean_flat
+from .gaussian_likelihood import mean_flat
 
 __all__ = ["calc_bpd_loop"]
 

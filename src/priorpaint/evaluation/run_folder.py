@@ -17,18 +17,17 @@ import numpy as np
 import torch
 import yaml
 from einops import rearrange
-from PIL import Image
 
+from ..imageio import LEVELS, from_uint8, read_pixels
 from ..masks import load_masks_for
 from ..metrics import aggregate, diversity, known_region_error, lpips, lpips_diversity, psnr, ssim
-from ..sampling.images import InputImage, list_images, load_input
+from ..sampling.images import InputImage, input_files, load_input
 from .suite import MetricSuite
 
 __all__ = ["RUN_RECORD", "Evaluation", "read_run", "evaluate_run", "to_tensor"]
 
 log = logging.getLogger("priorpaint.evaluate")
 RUN_RECORD = "run.yaml"
-LEVELS = 127.5   # [-1, 1] units per 8-bit level
 
 
 @dataclass
@@ -60,8 +59,7 @@ def read_run(folder) -> dict:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, C) -> float (C, H, W) in [-1, 1], the metrics' image convention."""
-    return rearrange(torch.from_numpy(np.array(pixels)).float() / LEVELS - 1.0,
-                     "h w c -> c h w")
+    return rearrange(from_uint8(pixels), "h w c -> c h w")
 
 
 def _read_output(path: Path, like: InputImage | None, channels: int) -> np.ndarray:
@@ -69,11 +67,8 @@ def _read_output(path: Path, like: InputImage | None, channels: int) -> np.ndarr
     if not path.is_file():
         raise FileNotFoundError(f"output {path} listed in {RUN_RECORD} is missing; re-run the "
                                 f"sample.py command to write it")
-    with Image.open(path) as image:
-        pixels = np.asarray(image)
-    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     expected = like.pixels.shape if like is not None else None
-    pixels = pixels[..., : (expected[-1] if expected else channels)]
+    pixels = read_pixels(path, expected[-1] if expected else channels)
     if expected is not None and pixels.shape != expected:
         raise ValueError(f"output {path} is {pixels.shape} (H, W, C) but its input {like.path} "
                          f"is {expected}: the folder was made from other images; pass the "
@@ -99,7 +94,7 @@ def _load_inputs(folder: Path, record: dict, outputs: dict[int, list[Path]], ima
     config, record_path = record["config"], folder / RUN_RECORD
     source = images if images is not None else config["images"]
     try:
-        paths = list_images(source)
+        paths = input_files(source)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err}. {_hint(record_path, 'images', source)}") from err
     if len(paths) != len(outputs) or sorted(outputs) != list(range(len(paths))):
@@ -162,7 +157,7 @@ def _set_metrics(suite: MetricSuite, counts: dict[bool, int], seed: int,
 
 def _add_real_images(suite: MetricSuite, real_images, channels: int, counts) -> None:
     """Reference images for FID/KID, one at a time (they may differ in size)."""
-    for path in list_images(real_images):
+    for path in input_files(real_images):
         suite.inception.update(to_tensor(load_input(path, channels).pixels)[None], real=True)
         counts[True] += 1
 

@@ -220,9 +220,12 @@ class Page:
         key = getattr(request, "session_hash", None) or "local"
         return self._cancel.setdefault(key, threading.Event())
 
-    def cancel(self, request: gr.Request = None) -> str:
+    def cancel(self, request: gr.Request = None) -> None:
+        """Stop this visitor's run at its next network call. It writes no status itself: the
+        run's own handler reports ``cancelled (…)`` once it has stopped, so the two updates
+        cannot race for the status line (Gradio's ``cancels=`` could kill the handler before
+        that report)."""
         self._event(request).set()
-        return "cancelling…"
 
     def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
             n_samples, seed, request: gr.Request = None,
@@ -400,10 +403,10 @@ def build(page: Page) -> gr.Blocks:
         for box in (sampler, steps, jump_length, jump_n_sample, n_samples):
             box.change(page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples],
                        budget, **light)
-        running = go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
-                                      jump_n_sample, eta, n_samples, seed],
-                           [status, preview, gallery, files])
-        stop.click(page.cancel, None, status, cancels=[running], queue=False)
+        go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
+                            jump_n_sample, eta, n_samples, seed],
+                 [status, preview, gallery, files])
+        stop.click(page.cancel, None, None, queue=False)
     return demo
 
 

@@ -1,0 +1,32 @@
+"""The prior shipped in examples/priors/ loads on a fresh clone and inpaints the shipped digits.
+
+(Quality is the inpainting study's business; that a trained prior beats an untrained one under
+every sampler is tests/test_samplers.py's.)"""
+
+from pathlib import Path
+
+import torch
+
+from priorpaint.checkpoint import load_prior
+from priorpaint.sampling import inpaint
+from priorpaint.sampling.images import load_input, to_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIOR = ROOT / "examples" / "priors" / "mnist32.ckpt"
+
+
+def test_shipped_prior_inpaints_the_shipped_digits(one_thread):
+    prior = load_prior(PRIOR)
+    assert prior.weights == "ema" and tuple(prior.image_size) == (32, 32) and prior.channels == 1
+    assert prior.info["data"]["indices"] == "0:7000"        # never saw 7000-9999
+    assert PRIOR.stat().st_size <= 12 * 2**20
+    files = sorted((ROOT / "examples" / "mnist").glob("*.png"))
+    assert len(files) == 8
+    x0 = torch.stack([to_model(load_input(f, 1), 1, (32, 32)) for f in files[:2]])
+    mask = torch.ones_like(x0[:, :1])
+    mask[..., 10:22, 8:24] = 0
+    with torch.no_grad():
+        out = inpaint(prior.model.eval(), prior.diffusion, x0, mask, sampler="ddnm", steps=10)
+    assert torch.equal(out * mask, x0 * mask)               # known pixels exact
+    assert out.isfinite().all() and out.abs().max() <= 1.0
+    assert not torch.equal(out * (1 - mask), x0 * (1 - mask))   # the hole was filled

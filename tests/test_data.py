@@ -213,3 +213,20 @@ def test_folder_and_shards_do_not_mirror_unless_asked():
     for group, key in (("folder", "data.path=x"), ("shards", "data.urls=x.tar")):
         assert compose_config([f"data={group}", key]).data.hflip is False
         assert compose_config([f"data={group}", key, "data.hflip=true"]).data.hflip is True
+
+
+def test_mnist_indices_never_decode_past_the_range():
+    """data=mnist with indices '0:7000' decodes only the first 7000 records of t10k (8000-9999
+    are held out), and the kept images equal the whole file's first 7000."""
+    from priorpaint.data.memory import read_idx
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+    if not root.is_dir():
+        pytest.skip("../shared/data/mnist is absent")
+    path = find_mnist(root, "test")
+    part = read_idx(path, 70)
+    assert part.shape == (70, 28, 28)
+    assert np.array_equal(part, read_idx(path, 7000)[:70])
+    module = PriorDataModule("mnist", root=str(root), image_size=32, pad=2, indices="0:7000")
+    module.setup("fit")
+    assert len(module.dataset) == 7000 and len(module.dataset.base) == 7000

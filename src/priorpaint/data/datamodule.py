@@ -74,12 +74,14 @@ def build_dataset(source: str, image_size, channels: int, *, path=None, root=Non
     restricted to ``indices`` (see ``parse_indices``) when given."""
     span = parse_indices(indices)
     dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
-                            pad=pad, crop=crop, hflip=hflip)
+                            pad=pad, crop=crop, hflip=hflip,
+                            stop=None if span is None else span.stop)
     return dataset if span is None else IndexRange(dataset, span, f"data={source}")
 
 
 def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
-                  hflip) -> Dataset:
+                  hflip, stop=None) -> Dataset:
+    """``stop``: the items past it are never used; MNIST does not even decode them."""
     from .image_folder import ImageFolder
     from .memory import TensorImages, load_digits_images, load_mnist_images
 
@@ -92,7 +94,7 @@ def _build_source(source: str, image_size, channels: int, *, path, root, split, 
     if source == "mnist":
         if not root:
             raise ValueError("data=mnist needs data.root=/folder/with/t10k-images-idx3-ubyte.gz")
-        return TensorImages(load_mnist_images(root, split, pad), image_size, channels, crop,
+        return TensorImages(load_mnist_images(root, split, pad, stop), image_size, channels, crop,
                             hflip, f"MNIST at {root}")
     raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
 

@@ -85,19 +85,28 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 _SPLIT_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (LeCun's MNIST format), gzip-compressed or not."""
+def read_idx(path: Path, count: int | None = None) -> np.ndarray:
+    """An IDX array (LeCun's MNIST format), gzip-compressed or not.
+
+    ``count``: decode only the first ``count`` records, so that data beyond a split (MNIST
+    t10k 8000-9999 are held out) is never even decompressed.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=_IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header promises shape {shape} but holds {array.size} values "
-                         f"(truncated download?)")
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+            raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        ndim = head[3]
+        shape = list(struct.unpack(f">{ndim}I", f.read(4 * ndim)))
+        dtype = np.dtype(_IDX_DTYPES[head[2]])
+        if count is not None and ndim:
+            shape[0] = min(shape[0], int(count))
+        size = int(np.prod(shape))
+        data = f.read(size * dtype.itemsize)
+    array = np.frombuffer(data, dtype=dtype)
+    if array.size != size:
+        raise ValueError(f"{path}: header promises shape {tuple(shape)} but holds {array.size} "
+                         f"values (truncated download?)")
     return array.reshape(shape)
 
 
@@ -125,10 +134,12 @@ def find_mnist(root, split: str = "auto") -> Path:
                             f"{root / 'MNIST' / 'raw'}")
 
 
-def load_mnist_images(root, split: str = "auto", pad: int = 0) -> torch.Tensor:
-    """MNIST digits as (N, 1, 28 + 2 pad, 28 + 2 pad) floats in [0, 1] (zero padding = background)."""
+def load_mnist_images(root, split: str = "auto", pad: int = 0,
+                      count: int | None = None) -> torch.Tensor:
+    """MNIST digits as (N, 1, 28 + 2 pad, 28 + 2 pad) floats in [0, 1] (zero padding = background);
+    only the first ``count`` when given (see ``read_idx``)."""
     path = find_mnist(root, split)
-    images = read_idx(path)
+    images = read_idx(path, count)
     if images.ndim != 3:
         raise ValueError(f"{path}: expected (N, H, W) images, got shape {images.shape}")
     tensor = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)

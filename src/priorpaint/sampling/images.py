@@ -19,10 +19,9 @@ from einops import rearrange
 from PIL import Image
 
 from ..imageio import IMAGE_SUFFIXES, array_to_image, from_uint8, list_images, read_image, to_uint8
-from ..masks import resize_mask
 
 __all__ = ["InputImage", "input_files", "load_input", "to_model", "from_model", "paste_known",
-           "comparison_grid", "masked_view", "model_mask"]
+           "comparison_grid", "masked_view"]
 
 _GREY_MODES = ("L", "LA", "1")
 _COLOUR_MODES = ("RGB", "RGBA", "P")
@@ -141,7 +140,3 @@ def masked_view(image: InputImage, mask: torch.Tensor) -> np.ndarray:
     """The input with its unknown pixels grey: what the sampler was given."""
     return paste_known(np.full_like(image.pixels, 128), image, mask)
 
-
-def model_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A (1, H, W) input-resolution mask at the model's size (nearest neighbour)."""
-    return resize_mask(mask, size)

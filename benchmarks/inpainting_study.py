@@ -3,6 +3,13 @@
     python benchmarks/inpainting_study.py ckpt=runs/mnist32/last.ckpt
     python benchmarks/inpainting_study.py ckpt=... images=8 budgets=100,250 samples=2   # toy
 
+Costly budgets may run on fewer images and samplers: ``images_at=500:12,2410:12`` caps the
+images at those budgets (always the first ones, so cells of one size are paired image for
+image), ``samplers_at=1000:ddnm,2410:repaint+ddnm`` picks the samplers run there.
+``precision=bf16`` runs the network under bfloat16 autocast (the loop's arithmetic stays
+float32), as ``sample.py precision=bf16`` does. Every size gets its own baseline and ``clean``
+rows: the Fréchet distance is biased by the sample size, so it compares only within one size.
+
 Data: MNIST t10k from ``mnist=`` (../shared/data/mnist). The classifier trains on indices
 0-6999 only (a small CNN, ~1-2 min on a CPU, cached in ``cache=``); the study inpaints
 indices ``first`` .. ``first + images - 1`` within 7000-7999; its Fréchet reference is all of
@@ -71,8 +78,10 @@ DEFAULTS = {
     "out": "study", "cache": "study/cache", "first": 7000, "images": 100, "samples": 2,
     "kinds": "thick,thin,half,expand,ev2li,sr2,top", "budgets": "100,250,500,1000,2410",
     "samplers": "repaint,repaint-r1,repaint-ddim,ddnm,diffpir", "batch_size": 50, "seed": 0,
-    "threads": 1, "device": "cpu", "use_ema": True,
+    "threads": 1, "device": "cpu", "use_ema": True, "precision": "fp32",
+    "images_at": "", "samplers_at": "",
 }
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}   # the network's autocast dtype
 TRAIN = (0, 7000)           # classifier (and prior) indices
 EVALUATE = (7000, 8000)     # study indices; 8000-9999 are never read
 KINDS = {"thick": "thick", "thin": "thin", "half": "genhalf", "expand": "expand",
@@ -274,6 +283,16 @@ def parse(argv: list[str]) -> dict:
     for key in ("kinds", "budgets", "samplers"):
         options[key] = [v.strip() for v in str(options[key]).split(",") if v.strip()]
     options["budgets"] = [int(b) for b in options["budgets"]]
+    if options["precision"] not in PRECISIONS:
+        raise SystemExit(f"inpainting_study.py: error: precision={options['precision']!r}; "
+                         f"known: {', '.join(PRECISIONS)}")
+    for key, convert in (("images_at", int), ("samplers_at", lambda v: v.split("+"))):
+        pairs = [p.partition(":") for p in str(options[key]).split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            example = "12" if key == "images_at" else "repaint+ddnm"
+            raise SystemExit(f"inpainting_study.py: error: {key}= takes budget:value pairs "
+                             f"separated by commas, e.g. {key}=2410:{example}")
+        options[key] = {int(b): convert(v) for b, _, v in pairs}
     unknown = [k for k in options["kinds"] if k not in KINDS]
     if unknown:
         raise SystemExit(f"inpainting_study.py: error: unknown mask kind {unknown[0]!r}; "
@@ -297,7 +316,8 @@ def run_cell(prior, name: str, options: dict, x0, mask, image_ids, cfg) -> tuple
         generators = item_generators(cfg["seed"], [image_ids[i] for i in rows],
                                      [k for _, k in batch])
         result = inpaint(model, diffusion, x0[rows], mask[rows], sampler=name,
-                         generators=generators, **options)
+                         generators=generators, autocast_dtype=PRECISIONS[cfg["precision"]],
+                         **options)
         for (i, k), sample in zip(batch, result, strict=True):
             out[i, k] = sample
     return out, (time.perf_counter() - start) / len(items)
@@ -326,47 +346,68 @@ def main(argv: list[str]) -> None:
     print(f"prior {cfg['ckpt']}: {size[0]}x{size[1]}, {model_steps} steps; images "
           f"{ids[0]}-{ids[-1]} ({len(ids)}), {cfg['samples']} samples each", flush=True)
 
-    rows = []
-    clean = metrics(x0[:, None], x0, torch.zeros(len(ids), 1, *size), y, net, reference)
-    rows.append({"kind": "-", "sampler": "clean", "budget": 0, "calls": 0, **clean,
-                 "s_per_image": 0.0, "settings": "the ground truth itself"})
+    tag = "" if cfg["precision"] == "fp32" else f"_{cfg['precision']}"
     for kind in cfg["kinds"]:
         mask = torch.stack([mask_of(kind, i, size) for i in ids])
-        for label, fill in (("mean-fill", mean_fill), ("harmonic", harmonic_fill)):
-            start = time.perf_counter()
-            filled = fill(x0, mask)
-            seconds = (time.perf_counter() - start) / len(ids)
-            rows.append({"kind": kind, "sampler": label, "budget": 0, "calls": 0,
-                         **metrics(filled[:, None], x0, mask, y, net, reference),
-                         "s_per_image": seconds, "settings": "baseline"})
-        for label in cfg["samplers"]:
-            done: dict[str, dict] = {}   # budgets that map to the same setting run once
-            for budget in cfg["budgets"]:
+        for budget in cfg["budgets"]:
+            n = min(len(ids), cfg["images_at"].get(budget, len(ids)))
+            for label in cfg["samplers_at"].get(budget, cfg["samplers"]):
                 name, options = settings(label, budget, model_steps)
                 calls = calls_of(name, options, model_steps)
-                key = json.dumps([name, options], sort_keys=True)
-                if key in done:
-                    rows.append({**done[key], "budget": budget})
+                cell = out / "cells" / f"{kind}_{label}_{budget}_n{n}_s{cfg['samples']}{tag}.json"
+                same = [c for c in (out / "cells").glob(f"{kind}_{label}_*_n{n}_s{cfg['samples']}"
+                                                         f"{tag}.json")
+                        if json.loads(c.read_text())["settings"] == _describe(options)]
+                if cell.is_file() or same:   # done before, or another budget maps to it
                     continue
-                cell = out / "cells" / f"{kind}_{label}_{budget}_n{len(ids)}_s{cfg['samples']}.json"
-                if cell.is_file():
-                    rows.append(done.setdefault(key, json.loads(cell.read_text())))
-                    continue
-                completions, seconds = run_cell(prior, name, options, x0, mask, ids, cfg)
-                row = {"kind": kind, "sampler": label, "budget": budget, "calls": calls,
-                       **metrics(completions, x0, mask, y, net, reference),
-                       "s_per_image": seconds,
-                       "settings": " ".join(f"{k}={v}" for k, v in options.items())}
+                completions, seconds = run_cell(prior, name, options, x0[:n], mask[:n],
+                                                ids[:n], cfg)
+                row = {"kind": kind, "sampler": label, "budget": budget, "calls": calls, "n": n,
+                       **metrics(completions, x0[:n], mask[:n], y[:n], net, reference),
+                       "s_per_image": seconds, "settings": _describe(options)}
                 cell.write_text(json.dumps(row))
-                rows.append(done.setdefault(key, row))
-                print(f"{kind:7s} {label:13s} {calls:5d} calls: acc {row['accuracy']:.3f} "
+                print(f"{kind:7s} {label:13s} {calls:5d} calls n={n}: acc {row['accuracy']:.3f} "
                       f"hole MSE {row['hole_mse']:.4f} FD {row['fd']:.1f} known err "
                       f"{row['known_error']:.0f} ({seconds:.2f} s/image)", flush=True)
+    rows = report_rows(out, cfg, tag, x0, y, size, net, reference)
     write_outputs(rows, out, cfg)
 
 
+def _describe(options: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in options.items())
+
+
+def report_rows(out: Path, cfg: dict, tag: str, x0, y, size, net, reference) -> list[dict]:
+    """Every finished cell of the chosen kinds (this run's and earlier runs' into ``out``),
+    with the ``clean`` row and both baselines at each image count the cells use."""
+    pattern = f"_s{cfg['samples']}{tag}.json"
+    cells = [json.loads(c.read_text()) for c in sorted((out / "cells").glob("*" + pattern))
+             if c.name[: -len(pattern)].rsplit("_n", 1)[-1].isdigit()]
+    cells = [c for c in cells if c["kind"] in cfg["kinds"]]
+    rows = []
+    for n in sorted({c["n"] for c in cells}, reverse=True):
+        clean = metrics(x0[:n, None], x0[:n], torch.zeros(n, 1, *size), y[:n], net, reference)
+        rows.append({"kind": "-", "sampler": "clean", "budget": 0, "calls": 0, "n": n, **clean,
+                     "s_per_image": 0.0, "settings": "the ground truth itself"})
+    for kind in cfg["kinds"]:
+        mask = torch.stack([mask_of(kind, i, size) for i in range(cfg["first"],
+                                                                   cfg["first"] + len(x0))])
+        for n in sorted({c["n"] for c in cells if c["kind"] == kind}, reverse=True):
+            for label, fill in (("mean-fill", mean_fill), ("harmonic", harmonic_fill)):
+                start = time.perf_counter()
+                filled = fill(x0[:n], mask[:n])
+                seconds = (time.perf_counter() - start) / n
+                rows.append({"kind": kind, "sampler": label, "budget": 0, "calls": 0, "n": n,
+                             **metrics(filled[:, None], x0[:n], mask[:n], y[:n], net, reference),
+                             "s_per_image": seconds, "settings": "baseline"})
+        order = {label: i for i, label in enumerate(cfg["samplers"])}
+        rows += sorted((c for c in cells if c["kind"] == kind),
+                       key=lambda c: (-c["n"], order.get(c["sampler"], 99), c["calls"]))
+    return rows
+
+
 # ----------------------------------------------------------------------------- outputs
-COLUMNS = ("kind", "sampler", "budget", "calls", "accuracy", "accuracy_ci95", "hole_mse",
+COLUMNS = ("kind", "sampler", "budget", "calls", "n", "accuracy", "accuracy_ci95", "hole_mse",
            "hole_mse_se", "known_error", "diversity", "fd", "s_per_image", "settings")
 
 
@@ -384,9 +425,76 @@ def write_outputs(rows: list[dict], out: Path, cfg: dict) -> None:
     md = [f"Command: `{command}`", "",
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    md += ["", "## The targets of #13, read off the rows above", ""] + targets(rows)
     (out / "study.md").write_text("\n".join(md) + "\n")
     plot(rows, out / "study.png")
     print(f"wrote {out / 'study.csv'}, {out / 'study.md'} and {out / 'study.png'}")
+
+
+def _noise(a: dict, b: dict, key: str) -> float:
+    """Combined 95% half-width of a difference of two rows' ``key`` (independent-error
+    approximation; on the same images it overstates the noise, i.e. it is conservative)."""
+    if key == "accuracy":
+        return math.hypot(a["accuracy_ci95"], b["accuracy_ci95"])
+    return 1.96 * math.hypot(a["hole_mse_se"], b["hole_mse_se"])
+
+
+def _half_width(row: dict, metric: str) -> float:
+    if metric == "accuracy":
+        return row["accuracy_ci95"]
+    se = row.get(metric + "_se", float("nan"))
+    return 0.0 if math.isnan(se) else 1.96 * se
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """#13's three targets per mask kind, each compared on the same images (same n)."""
+    lines = []
+    diffusion = [r for r in rows if r["calls"]]
+    for kind in dict.fromkeys(r["kind"] for r in diffusion):
+        mine = [r for r in diffusion if r["kind"] == kind]
+        refs = [r for r in mine if r["sampler"] == "repaint" and r["calls"] >= 2000]
+        for ref in refs:
+            pool = [r for r in mine if r["calls"] <= 600 and r["n"] == ref["n"]]
+            if not pool:
+                continue
+            best = max(pool, key=lambda r: (r["accuracy"], -r["hole_mse"]))
+            ok = (best["accuracy"] >= ref["accuracy"] - _noise(best, ref, "accuracy")
+                  and best["hole_mse"] <= ref["hole_mse"] + _noise(best, ref, "hole_mse"))
+            lines.append(
+                f"- {kind}, 1 (<= 600 calls vs RePaint at {ref['calls']}, n={ref['n']}): "
+                f"{best['sampler']} at {best['calls']} calls: accuracy {best['accuracy']:.3f} vs "
+                f"{ref['accuracy']:.3f} (noise ±{_noise(best, ref, 'accuracy'):.3f}), hole MSE "
+                f"{best['hole_mse']:.4f} vs {ref['hole_mse']:.4f} (noise "
+                f"±{_noise(best, ref, 'hole_mse'):.4f}): {'met' if ok else 'NOT met'}")
+        for n in sorted({r["n"] for r in mine}, reverse=True):
+            pool = [r for r in mine if r["calls"] >= 250 and r["n"] == n]
+            base = [r for r in rows if r["kind"] == kind and r["n"] == n
+                    and r["sampler"] in ("mean-fill", "harmonic")]
+            if not pool or len(base) < 2:
+                continue
+            best = max(pool, key=lambda r: (r["accuracy"], -r["fd"]))
+            acc = all(best["accuracy"] > b["accuracy"] for b in base)
+            fd = all(best["fd"] < b["fd"] for b in base)
+            lines.append(
+                f"- {kind}, 2 (>= 250 calls vs baselines, n={n}): {best['sampler']} at "
+                f"{best['calls']} calls: accuracy {best['accuracy']:.3f} vs "
+                + ", ".join(f"{b['sampler']} {b['accuracy']:.3f}" for b in base)
+                + f"; FD {best['fd']:.1f} vs " + ", ".join(f"{b['fd']:.1f}" for b in base)
+                + f": accuracy {'beats' if acc else 'does NOT beat'} both, FD "
+                  f"{'beats' if fd else 'does NOT beat'} both")
+        for r1 in (r for r in mine if r["sampler"] == "repaint-r1"):
+            rr = [r for r in mine if r["sampler"] == "repaint" and r["n"] == r1["n"]
+                  and abs(r["calls"] - r1["calls"]) <= 0.15 * r1["calls"]]
+            for r in rr:
+                lines.append(
+                    f"- {kind}, 3 (RePaint r=10 vs r=1 at ~{r1['calls']} calls, n={r1['n']}): "
+                    f"accuracy {r['accuracy']:.3f} vs {r1['accuracy']:.3f} (noise "
+                    f"±{_noise(r, r1, 'accuracy'):.3f}), hole MSE {r['hole_mse']:.4f} vs "
+                    f"{r1['hole_mse']:.4f}: r>1 "
+                    + ("better" if r["accuracy"] > r1["accuracy"] and r["hole_mse"] < r1["hole_mse"]
+                       else "worse" if r["accuracy"] < r1["accuracy"]
+                       and r["hole_mse"] > r1["hole_mse"] else "mixed"))
+    return lines
 
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -394,19 +502,22 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Accuracy (top) and hole MSE (bottom) against calls (log axis), one column per kind;
-    baselines dashed, the clean images' accuracy dotted. Drawn with PIL (no matplotlib)."""
+    """Accuracy (top) and hole MSE (bottom) against calls (log axis), one column per kind,
+    with 95% error bars; cells on fewer images hollow; baselines dashed (at the largest
+    image count), the clean images' accuracy dotted. Drawn with PIL (no matplotlib)."""
     kinds = list(dict.fromkeys(r["kind"] for r in rows if r["kind"] != "-"))
     samplers = list(dict.fromkeys(r["sampler"] for r in rows if r["budget"]))
     baselines = ["mean-fill", "harmonic"]
     calls = [r["calls"] for r in rows if r["calls"]] or [1, 10]
     lo, hi = math.log10(min(calls)) - 0.1, math.log10(max(calls)) + 0.1
     hi = hi if hi > lo + 0.3 else lo + 0.3
-    w, h, pad = 260, 200, 40
+    w, h, pad = 260, 200, 48
     image = Image.new("RGB", (max(pad + len(kinds) * (w + pad), 1000),
                               2 * (h + pad) + pad + 20), "white")
     draw = ImageDraw.Draw(image)
     clean = next((r["accuracy"] for r in rows if r["sampler"] == "clean"), None)
+    n_max = max((r["n"] for r in rows), default=0)
+    ticks = [c for c in (100, 250, 500, 1000, 2410) if lo <= math.log10(c) <= hi]
     mse_max = max([r["hole_mse"] for r in rows if r["kind"] != "-"] + [1e-6]) * 1.05
     for column, kind in enumerate(kinds):
         for panel, (metric, top) in enumerate((("accuracy", 1.0), ("hole_mse", mse_max))):
@@ -428,24 +539,31 @@ def plot(rows: list[dict], path: Path) -> None:
                 y = xy(10 ** lo, clean)[1]
                 for x in range(x0, x0 + w, 4):
                     draw.point((x, y), fill=(0, 150, 0))
+            for tick in ticks:
+                tx = xy(tick, 0)[0]
+                draw.line([tx, y0 + h, tx, y0 + h + 4], fill="black")
+                draw.text((tx - 8, y0 + h + 5), str(tick), fill="black")
             for i, name in enumerate(samplers):
-                points = sorted((r["calls"], r[metric]) for r in rows
-                                if r["kind"] == kind and r["sampler"] == name)
-                coords = [xy(c, v) for c, v in points]
+                colour = COLOURS[i % len(COLOURS)]
+                points = sorted((r["calls"], r[metric], _half_width(r, metric), r["n"])
+                                for r in rows if r["kind"] == kind and r["sampler"] == name)
+                shift = (i - (len(samplers) - 1) / 2) * 3   # bars of one budget side by side
+                coords = [(xy(c, v)[0] + shift, xy(c, v)[1]) for c, v, _, _ in points]
                 if len(coords) > 1:
-                    draw.line(coords, fill=COLOURS[i % len(COLOURS)], width=2)
-                for cx, cy in coords:
-                    draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=COLOURS[i % len(COLOURS)])
-            draw.text((x0, y0 + h + 2), f"calls {10 ** lo:.0f} .. {10 ** hi:.0f} (log)",
-                      fill="black")
+                    draw.line(coords, fill=colour, width=2)
+                for (c, v, e, n), (cx, cy) in zip(points, coords, strict=True):
+                    lo_y, hi_y = xy(c, max(v - e, 0))[1], xy(c, min(v + e, top))[1]
+                    draw.line([cx, lo_y, cx, hi_y], fill=colour)
+                    draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], outline=colour,
+                                 fill=colour if n == n_max else "white", width=2)
     legend_y = 2 * (h + pad) + pad - 10
     x = pad
     for i, name in enumerate(samplers):
         draw.rectangle([x, legend_y, x + 10, legend_y + 10], fill=COLOURS[i % len(COLOURS)])
         draw.text((x + 14, legend_y), name, fill="black")
         x += 20 + 7 * len(name)
-    draw.text((x, legend_y), "--- mean-fill (black), harmonic (grey); ... clean accuracy",
-              fill="black")
+    draw.text((x, legend_y), f"--- mean-fill (black), harmonic (grey); ... clean accuracy; "
+              f"filled: n={n_max} images, hollow: fewer (table); bars: 95%", fill="black")
     image.save(path)
 
 

@@ -1,0 +1,100 @@
+"""benchmarks/prior_clean.py: real digits score clean, noise does not; samples are seeded per item."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tiny import save_tiny_prior
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import prior_clean  # noqa: E402
+
+study = prior_clean.study
+SIZE = 16   # a 16 px classifier trains in seconds; the metric is the same at any size
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data):
+    root = shared_data / "mnist"
+    if not (root / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST t10k files not found in {root}")
+    raw, labels = study.read_mnist(root, study.EVALUATE[1])
+    return root, study.to_model(raw, (SIZE, SIZE)), torch.from_numpy(labels)
+
+
+@pytest.fixture(scope="module")
+def quick_net(mnist):
+    """The study's CNN, two quick epochs on indices 0-6999 (the benchmark trains three)."""
+    _, images, labels = mnist
+    torch.manual_seed(0)
+    net = study.DigitCNN(SIZE)
+    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(2):
+        order = torch.randperm(study.TRAIN[1])
+        for i in range(0, len(order), 64):
+            batch = order[i:i + 64]
+            loss = F.cross_entropy(net(images[batch]), labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return net.eval()
+
+
+def reference_of(net, images):
+    with torch.no_grad():
+        ref = net.features(images[study.EVALUATE[0]:study.EVALUATE[1]]).double()
+    return ref.mean(0), torch.cov(ref.T)
+
+
+def test_real_digits_score_clean_and_noise_does_not(mnist, quick_net):
+    _, images, _ = mnist
+    reference = reference_of(quick_net, images)
+    generator = torch.Generator().manual_seed(0)
+    real = [prior_clean.score(images[torch.randperm(7000, generator=generator)[:64]], quick_net,
+                              reference) for _ in range(5)]
+    noise = prior_clean.score(torch.rand(64, 1, SIZE, SIZE, generator=generator) * 2 - 1,
+                              quick_net, reference)
+    blank = prior_clean.score(torch.full((64, 1, SIZE, SIZE), -1.0), quick_net, reference)
+    # calibrated as the benchmark does: the bound just above the real draws' worst FD
+    bound = 1.05 * max(r["fd"] for r in real)
+    fraction = min(r["confident"] for r in real)
+    assert fraction >= 0.6 and all(sum(r["classes"]) == round(64 * r["confident"]) for r in real)
+    assert all(prior_clean.is_clean(r, fraction, bound) for r in real)
+    assert noise["confident"] < fraction and noise["fd"] > 5 * bound
+    assert not prior_clean.is_clean(noise, fraction, bound)
+    # one image 64 times: maybe confident, but its features have no spread: far in FD
+    assert blank["fd"] > 2 * bound and not prior_clean.is_clean(blank, fraction, bound)
+    assert all(r["n"] == 64 for r in [*real, noise, blank])
+
+
+def test_samples_are_seeded_per_item_and_the_run_writes_its_grid(mnist, quick_net, tmp_path,
+                                                                 monkeypatch):
+    root, _, _ = mnist
+    monkeypatch.setattr(study, "classifier", lambda images, labels, cache: quick_net)
+    ckpt = save_tiny_prior(tmp_path / "tiny.ckpt", channels=1, size=(SIZE, SIZE), steps=20)
+    common = [f"ckpt={ckpt}", f"mnist={root}", "samples=5", "respacing=4", "seed=3"]
+    one = prior_clean.main([*common, "batch_size=5", f"out={tmp_path / 'a'}"])
+    two = prior_clean.main([*common, "batch_size=2", f"out={tmp_path / 'b'}"])
+    assert one[0]["fd"] == pytest.approx(two[0]["fd"], rel=1e-6)
+    grid_a = Image.open(tmp_path / "a" / "tiny_raw_4_seed3.png")
+    grid_b = Image.open(tmp_path / "b" / "tiny_raw_4_seed3.png")
+    assert grid_a.size == (2 + 5 * (SIZE + 2), 2 + SIZE + 2)   # 5 samples in one 8-wide row
+    assert np.array_equal(np.asarray(grid_a), np.asarray(grid_b))
+    saved = json.loads((tmp_path / "a" / "tiny_raw_4_seed3.json").read_text())
+    assert saved["clean"] is False and saved["respacing"] == "4" and saved["n"] == 5
+    assert 0.0 <= saved["confident"] <= 1.0 and saved["fd"] > 0
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as missing:
+        prior_clean.main([f"ckpt={tmp_path / 'nope.ckpt'}"])
+    with pytest.raises(SystemExit) as bad_key:
+        prior_clean.main(["ckpt=real", "stepz=4"])
+    assert missing.value.code == 2 and bad_key.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "nope.ckpt does not exist" in lines[0] and "stepz" in lines[1]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Sampler
 
-from .seeding import derive_seed
+from ..seeding import Stream, stream_seed
 
 __all__ = ["StepBatchSampler"]
 
@@ -64,13 +64,13 @@ class StepBatchSampler(Sampler):
     def key(self, g: int) -> tuple[int, int]:
         """(dataset index, augmentation seed) of global example ``g``."""
         epoch, position = divmod(g, self.num_items)
-        return self._index(epoch, position), derive_seed(self.seed, 0xDA7A, g)
+        return self._index(epoch, position), stream_seed(Stream.AUGMENT, self.seed, g)
 
     def _index(self, epoch: int, position: int) -> int:
         if not self.shuffle:
             return position
         if epoch != self._perm_epoch:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, 0x5EED, epoch))
+            generator = torch.Generator().manual_seed(stream_seed(Stream.DATA_ORDER, self.seed, epoch))
             self._perm = torch.randperm(self.num_items, generator=generator)
             self._perm_epoch = epoch
         return int(self._perm[position])

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from ..data.seeding import derive_seed
+from ..seeding import Stream, stream_seed
 
 __all__ = ["draw_t_and_noise", "example_seeds"]
 
 
 def example_seeds(seed: int, batch: int, first_example: int, count: int) -> list[int]:
     """Seeds of examples ``first_example .. first_example + count - 1`` of global batch ``batch``."""
-    return [derive_seed(seed, 0x7157, batch, first_example + j) for j in range(count)]
+    return [stream_seed(Stream.EXAMPLE, seed, batch, first_example + j) for j in range(count)]
 
 
 def draw_t_and_noise(sampler, seeds: list[int], shape: tuple[int, ...], device: torch.device,
@@ -40,6 +40,6 @@ def draw_t_and_noise(sampler, seeds: list[int], shape: tuple[int, ...], device: 
     noise = torch.empty((len(seeds), *shape), device=device, dtype=dtype)
     gen = torch.Generator(device=device)
     for j, s in enumerate(seeds):
-        gen.manual_seed(derive_seed(s, 0x401E))
+        gen.manual_seed(stream_seed(Stream.EXAMPLE_NOISE, s))
         noise[j] = torch.randn(shape, generator=gen, device=device, dtype=dtype)
     return t.to(device), weights.to(device), noise

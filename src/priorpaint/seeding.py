@@ -37,6 +37,7 @@ class Stream(IntEnum):
     AUGMENT = 0xDA7A            # (global example number,): crop and flip of one example
     DATA_ORDER = 0x5EED         # (epoch,): the shuffle of the dataset's indices
     SHARD_ORDER = 0x5A4D        # (start step,): shuffle buffers of the streaming shards
+    GRID = 0x47524944           # (0 samples | 1 inpainting,): the training grids' run seed ("GRID")
 
 
 def _word(value: int) -> int:

@@ -11,6 +11,10 @@ The derivation is numpy's ``SeedSequence`` (a well-mixed hash of any list of int
 stream's, and the indices say which draw of the stream it is. ``ITEM_NOISE`` is the one stream
 without a number: its words are ``SeedSequence([seed, i, k])``, the scheme every sampling run
 so far was seeded with, kept bit for bit so that those runs can be repeated.
+
+A stream at given indices yields as many words as asked (``stream_seeds``; word j does not
+depend on how many are taken): per-example seeds of a training batch come from one hash of
+(seed, batch) instead of one per example, which keeps the training step's Python cost low.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Stream", "stream_word", "stream_seed"]
+__all__ = ["Stream", "stream_word", "stream_seed", "stream_seeds"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -32,9 +36,9 @@ class Stream(IntEnum):
     WINDOW = 0x57494E           # (image, sample, window): noise of one crop window ("WIN")
     CLASS_LABEL = 0x4C4142      # (image, sample): the label of a class-conditional draw ("LAB")
     DROPOUT = 0xD409            # (batch number, rank): the global generator during a train step
-    EXAMPLE = 0x7157            # (batch number, example index): one training example's seed
-    EXAMPLE_NOISE = 0x401E      # (example seed,): its noise ε (its t comes from EXAMPLE itself)
-    AUGMENT = 0xDA7A            # (global example number,): crop and flip of one example
+    EXAMPLE_T = 0x7157          # (batch number,) word e: the timestep t of example e
+    EXAMPLE_NOISE = 0x401E      # (batch number,) word e: the noise ε of example e
+    AUGMENT = 0xDA7A            # (g // 1024,) word g % 1024: crop and flip of global example g
     DATA_ORDER = 0x5EED         # (epoch,): the shuffle of the dataset's indices
     SHARD_ORDER = 0x5A4D        # (start step,): shuffle buffers of the streaming shards
     GRID = 0x47524944           # (0 samples | 1 inpainting,): the training grids' run seed ("GRID")
@@ -46,14 +50,24 @@ def _word(value: int) -> int:
     return value if value >= 0 else value & _MASK64
 
 
-def stream_word(stream: Stream, seed: int, *indices: int) -> int:
-    """The 64-bit word of draw ``indices`` of ``stream`` in a run seeded with ``seed``."""
+def _words(stream: Stream, seed: int, indices, count: int) -> np.ndarray:
     entropy = [_word(seed), *(_word(i) for i in indices)]
     if stream is not Stream.ITEM_NOISE:
         entropy.append(int(stream))
-    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+    return np.random.SeedSequence(entropy).generate_state(count, dtype=np.uint64)
+
+
+def stream_word(stream: Stream, seed: int, *indices: int) -> int:
+    """The 64-bit word of draw ``indices`` of ``stream`` in a run seeded with ``seed``."""
+    return int(_words(stream, seed, indices, 1)[0])
 
 
 def stream_seed(stream: Stream, seed: int, *indices: int) -> int:
     """A 63-bit seed (valid for torch and numpy generators) of draw ``indices`` of ``stream``."""
     return stream_word(stream, seed, *indices) >> 1
+
+
+def stream_seeds(stream: Stream, seed: int, *indices: int, count: int) -> list[int]:
+    """The first ``count`` 63-bit seeds of draw ``indices`` of ``stream``; the first is
+    ``stream_seed(stream, seed, *indices)``."""
+    return [int(w) for w in _words(stream, seed, indices, count) >> np.uint64(1)]

@@ -1,4 +1,7 @@
-"""Shared test fixtures: the shared data folder (../shared/data from the project root)."""
+"""Shared test fixtures: the shared data folder (../shared/data from the project root).
+
+The tiny UNet, its config and saved tiny priors that many tests build are in tests/tiny.py
+(plain functions: module-scoped fixtures and helpers call them with their own overrides)."""
 
 from pathlib import Path
 

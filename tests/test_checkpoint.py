@@ -4,14 +4,14 @@ import argparse
 
 import pytest
 import torch
+from tiny import tiny_unet_config
 
 from priorpaint.checkpoint import MODEL_PREFIX, load_prior, save_prior, torch_file_problem
 from priorpaint.cli import UserError
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.models import UNet
 
-TINY = dict(in_channels=1, model_channels=32, out_channels=2, num_res_blocks=1,
-            attention_resolutions=(2,), channel_mult=(1, 2), use_scale_shift_norm=True)
+TINY = tiny_unet_config(1, attention_resolutions=(2,), use_scale_shift_norm=True)
 DIFFUSION = {"schedule": "cosine", "steps": 50, "mean_type": "eps", "var_type": "learned_range",
              "loss": "hybrid"}
 

@@ -10,6 +10,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from tiny import tiny_unet, tiny_unet_config
 
 from priorpaint.checkpoint import load_prior, save_prior
 from priorpaint.convert import PRESETS, convert, diffusion_config_from_flags, main
@@ -56,9 +57,8 @@ def test_improved_diffusion_flags_keep_its_timestep_rescaling(tmp_path):
     flags = dict(image_size=32, num_channels=32, num_res_blocks=1, learn_sigma=True,
                  attention_resolutions="16", diffusion_steps=4000, noise_schedule="cosine")
     torch.manual_seed(0)
-    reference = UNet(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-                     attention_resolutions=(2,), channel_mult=(1, 2, 2, 2), num_heads=4,
-                     use_scale_shift_norm=True)
+    reference = UNet(**tiny_unet_config(3, attention_resolutions=(2,), channel_mult=(1, 2, 2, 2),
+                                        num_heads=4, use_scale_shift_norm=True))
     published = tmp_path / "improved.pt"
     torch.save({k: v.half() for k, v in reference.state_dict().items()}, published)
     out = convert("improved-diffusion", published, tmp_path / "c.ckpt",
@@ -129,12 +129,7 @@ def test_converted_checkpoint_inpaints_through_sample_py(guided, guided_pt, tmp_
 
 
 def test_class_conditional_checkpoint_samples_with_labels(tmp_path):
-    torch.manual_seed(0)
-    model = UNet(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-                 attention_resolutions=(), channel_mult=(1, 2), num_classes=5)
-    with torch.no_grad():   # untrained, but not the zero output of a fresh init
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = tiny_unet(3, seed=0, num_classes=5)
     ckpt = save_prior(tmp_path / "cond.ckpt", model,
                       GaussianDiffusion.from_config({"schedule": "cosine", "steps": 50}), 16, 3)
     outputs = {}
@@ -199,13 +194,9 @@ def test_grey_and_multichannel_guided_unets_convert_with_in_channels(tmp_path, c
              "attention_resolutions=8", "learn_sigma=True", "diffusion_steps=50",
              "noise_schedule=cosine"]
     # guided-diffusion's UNetModel for those flags, built by hand (our names are the reference's)
-    torch.manual_seed(channels)
-    reference = UNet(in_channels=channels, model_channels=32, out_channels=2 * channels,
-                     num_res_blocks=1, attention_resolutions=(2,), channel_mult=(1, 2),
-                     num_heads=4, use_scale_shift_norm=True)
-    with torch.no_grad():   # a fresh init outputs zeros: perturb so the comparison means something
-        for p in reference.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    # jittered: a fresh init outputs zeros, and the comparison would mean nothing
+    reference = tiny_unet(channels, seed=channels, attention_resolutions=(2,), num_heads=4,
+                          use_scale_shift_norm=True)
     published = tmp_path / f"c{channels}.pt"
     torch.save({k: v.half() for k, v in reference.state_dict().items()}, published)
 

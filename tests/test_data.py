@@ -143,30 +143,49 @@ def test_sampler_starts_at_the_trainer_step():
 
 
 # ----------------------------------------------------------------------------- fast_dev_run
-def _fast_dev_run(tmp_path, *overrides):
+def _fast_dev_run(tmp_path, *overrides, shape):
+    """One training step on a source; returns the run and ``fixed_batch(4)`` of its data,
+    checked to be (4, *shape) images in [-1, 1] that are not all alike."""
     cfg = compose_config([*TINY_RUN, f"run_dir={tmp_path / 'run'}", *overrides])
     result = run_training(cfg)
     assert result.trainer.global_step == 1
-    return result
+    batch = result.datamodule.fixed_batch(4)
+    assert batch.shape == (4, *shape) and batch.dtype == torch.float32
+    assert batch.min() >= -1 and batch.max() <= 1
+    assert (batch[0] - batch[-1]).abs().max() > 0.1   # different images, not one constant
+    return result, batch
 
 
 def test_fast_dev_run_digits(tmp_path):
-    result = _fast_dev_run(tmp_path, "data=digits", "data.image_size=8")
+    from sklearn.datasets import load_digits
+
+    result, batch = _fast_dev_run(tmp_path, "data=digits", "data.image_size=8", shape=(1, 8, 8))
     assert result.grids["samples"].is_file() and result.grids["inpainting"].is_file()
+    # the first image is scikit-learn's first digit, 0..16 mapped onto [-1, 1] (on 8-bit
+    # levels like every source: within half a level, 1/255)
+    digit = torch.from_numpy(load_digits().images[0]).float() / 16 * 2 - 1
+    torch.testing.assert_close(batch[0, 0], digit, atol=1 / 255 + 1e-6, rtol=0)
 
 
 def test_fast_dev_run_folder(tmp_path):
-    _write_pngs(tmp_path / "images")
-    _fast_dev_run(tmp_path, "data=folder", f"data.path={tmp_path / 'images'}",
-                  "data.image_size=8", "data.num_workers=0")
+    paths = _write_pngs(tmp_path / "images")
+    result, _ = _fast_dev_run(tmp_path, "data=folder", f"data.path={tmp_path / 'images'}",
+                              "data.image_size=8", "data.num_workers=0", shape=(3, 8, 8))
+    dataset = result.datamodule.dataset
+    assert sorted(dataset.files) == sorted(paths)   # every image, nested folders included
+    for index, path in enumerate(dataset.files):
+        item = dataset[index]
+        grey = torch.equal(item[0], item[1]) and torch.equal(item[1], item[2])
+        assert grey == (Image.open(path).mode == "L")   # grey files grey, colour ones coloured
 
 
 def test_fast_dev_run_mnist(tmp_path, shared_data):
     root = shared_data / "mnist"
     if not (root / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"MNIST test split not found in {root}")
-    _fast_dev_run(tmp_path, "data=mnist", f"data.root={root}", "data.image_size=16",
-                  "data.pad=2")
+    _, batch = _fast_dev_run(tmp_path, "data=mnist", f"data.root={root}", "data.image_size=16",
+                             "data.pad=2", shape=(1, 16, 16))
+    assert (batch[..., 0, :] == -1).all() and (batch[..., :, 0] == -1).all()   # padded border
 
 
 def test_fast_dev_run_shards(tmp_path):
@@ -178,9 +197,8 @@ def test_fast_dev_run_shards(tmp_path):
                     "8", "--channels", "3", "--per-shard", "4", "--workers", "1"],
                    check=True, capture_output=True, timeout=120)
     urls = str(tmp_path / "shards" / "shard-{000000..000001}.tar")
-    result = _fast_dev_run(tmp_path, "data=shards", f"data.urls='{urls}'", "data.image_size=8",
-                           "data.num_workers=0", "data.shuffle_buffer=4")
-    assert result.datamodule.fixed_batch(3).shape == (3, 3, 8, 8)
+    _fast_dev_run(tmp_path, "data=shards", f"data.urls='{urls}'", "data.image_size=8",
+                  "data.num_workers=0", "data.shuffle_buffer=4", shape=(3, 8, 8))
     missing = str(tmp_path / "shards" / "shard-{000000..000002}.tar")
     with pytest.raises(FileNotFoundError, match="1 of 3 shards.*shard-000002.tar"):
         PriorDataModule("shards", image_size=8, channels=3, urls=missing).setup()

@@ -26,7 +26,8 @@ from priorpaint.convert import main as convert_main  # noqa: E402
 from priorpaint.diffusion import GaussianDiffusion, betas_for  # noqa: E402
 from priorpaint.diffusion.from_diffusers import diffusion_config_from_scheduler  # noqa: E402
 from priorpaint.sampling import api  # noqa: E402
-from priorpaint.sampling.run import _clip_denoised, run  # noqa: E402
+from priorpaint.sampling.options import RunOptions, clip_denoised  # noqa: E402
+from priorpaint.sampling.run import run  # noqa: E402
 from priorpaint.sampling.steps import compile_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,11 +380,13 @@ def test_clip_sample_false_becomes_the_default_clip_denoised(folder, tmp_path):
     free = save_folder(tmp_path / "noclip", clip_sample=False, prediction_type="sample")
     prior = load_prior(free)
     assert prior.diffusion.mean_type == "x0"
-    assert _clip_denoised({"clip_denoised": "auto"}, prior) is False
-    assert _clip_denoised({"clip_denoised": True}, prior) is True
-    assert _clip_denoised({"clip_denoised": "auto"}, load_prior(folder)) is True
+    assert clip_denoised("auto", prior) is False
+    assert clip_denoised(True, prior) is True
+    assert clip_denoised("auto", load_prior(folder)) is True
     with pytest.raises(ValueError, match="clip_denoised=maybe"):
-        _clip_denoised({"clip_denoised": "maybe"}, prior)
+        clip_denoised("maybe", prior)
+    with pytest.raises(ValueError, match="clip_denoised=maybe"):   # parsed options check it too
+        RunOptions.from_config({"clip_denoised": "maybe"})
 
 
 def test_train_py_init_from_fine_tunes_a_converted_diffusers_prior(folder, tmp_path):

@@ -16,7 +16,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior, write_random_images
+from tiny import save_tiny_prior, tiny_unet_config, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.diffusion import coefficients as coef
@@ -416,8 +416,7 @@ def test_bad_sampler_options_fail_clearly():
 # ----------------------------------------------------------------- a trained prior helps
 def _digits_unet():
     torch.manual_seed(0)
-    return UNet(in_channels=1, model_channels=32, out_channels=2, num_res_blocks=1,
-                attention_resolutions=(), channel_mult=(1,))
+    return UNet(**tiny_unet_config(1, channel_mult=(1,)))   # one level: 8x8 digits
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tiny import tiny_unet
 
 from priorpaint.diffusion import GaussianDiffusion
-from priorpaint.models import UNet
 from priorpaint.sampling import (
     ItemNoise,
     Progress,
@@ -33,13 +33,7 @@ def diffusion_of(steps=20, **kwargs):
 
 @pytest.fixture(scope="module")
 def unet():
-    torch.manual_seed(0)
-    model = UNet(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-                 attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels=32)
-    with torch.no_grad():  # an untrained UNet's zeroed output convs would return exactly 0
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
+    return tiny_unet(3, seed=0, attention_resolutions=(2,), num_head_channels=32).eval()
 
 
 class Fixed(torch.nn.Module):

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from tiny import tiny_unet_config
 
 from priorpaint.models import UNet, timestep_embedding
 from priorpaint.models.attention import AttentionBlock
 from priorpaint.models.layers import ResBlock
 
-TINY = dict(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-            attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels=16,
-            use_scale_shift_norm=True)
+TINY = tiny_unet_config(3, attention_resolutions=(2,), num_head_channels=16,
+                        use_scale_shift_norm=True)
 
 
 def randomize_zero_params(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -1,4 +1,8 @@
-"""Tiny untrained priors for sampling/evaluation tests (imported by test modules)."""
+"""The tests' one tiny UNet (its config, a jittered instance, a saved prior) and test images.
+
+Test modules import these (``from tiny import ...``; tests/ is on the path): a change of the
+tiny network's layout is made here once.
+"""
 
 import numpy as np
 import torch
@@ -8,15 +12,25 @@ from priorpaint.checkpoint import save_prior
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.models import UNet
 
+# width 32, two levels, one res block, no attention: the smallest UNet that exercises every path
+TINY_UNET = dict(model_channels=32, num_res_blocks=1, attention_resolutions=(), channel_mult=(1, 2))
 
-def tiny_unet(channels: int = 3, seed: int = 0, **kwargs) -> UNet:
-    """A width-32, two-level UNet, untrained but not the zero output of a fresh init."""
+
+def tiny_unet_config(channels: int = 3, **overrides) -> dict:
+    """UNet kwargs of the tiny network for ``channels``-channel images (learned variance:
+    2 x channels out), with ``overrides`` (e.g. ``attention_resolutions=(2,)``)."""
+    return {"in_channels": channels, "out_channels": 2 * channels, **TINY_UNET, **overrides}
+
+
+def tiny_unet(channels: int = 3, seed: int = 0, jitter: float = 0.05, **overrides) -> UNet:
+    """The tiny UNet seeded with ``seed``; every parameter gets N(0, jitter²) added, so it is
+    untrained but not the zero output of a fresh init (its output convs start at zero)."""
     torch.manual_seed(seed)
-    model = UNet(in_channels=channels, model_channels=32, out_channels=2 * channels,
-                 num_res_blocks=1, attention_resolutions=(), channel_mult=(1, 2), **kwargs)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = UNet(**tiny_unet_config(channels, **overrides))
+    if jitter:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(jitter * torch.randn_like(p))
     return model
 
 

@@ -1,9 +1,9 @@
 """One inpainting run of the page, on sample.py's own engine.
 
 A run is what ``python sample.py ckpt=C images=input/<stem>.png mask=mask.png out=<run dir>
-seed=S ...`` would do, and it calls the same functions (``plan``, ``batch_passes``,
-``_inpaint_batch``, ``_write_grids``, ``_write_record``) with a config of
-the same keys, so the outputs, the seed scheme ``item_generators(seed, image 0, sample k)``,
+seed=S ...`` would do, and it calls the same functions (``RunOptions``, ``plan``,
+``batch_passes``, ``prepare_model``, ``inpaint_batch``, ``write_grids``, ``write_record``) with
+options of the same keys, so the outputs, the seed scheme ``item_generators(seed, image 0, sample k)``,
 the known-pixel paste and ``run.yaml`` are sample.py's, and that command reproduces a page run
 bit for bit. The page adds only a monitoring callback (:class:`Monitor`): progress, an x̂_0
 preview every few dozen network calls, and cancelling.
@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -28,17 +27,10 @@ from omegaconf import OmegaConf
 from ..imageio import read_pixels
 from ..masks import load_mask
 from ..sampling.images import InputImage, from_model, load_input
-from ..sampling.labels import WithLabels
 from ..sampling.loop import LoopContext, Progress
-from ..sampling.run import (
-    _batches,
-    _inpaint_batch,
-    _write_grids,
-    _write_record,
-    batch_passes,
-    output_path,
-    plan,
-)
+from ..sampling.options import Job, Output, Plan, RunOptions, output_path, plan
+from ..sampling.run import batch_passes, batches, inpaint_batch, prepare_model, write_grids
+from ..sampling.run_record import write_record
 from .inputs import save_input, save_mask
 from .prior import LoadedPrior
 
@@ -109,9 +101,9 @@ def sampler_overrides(sampler: str, steps, jump_length=None, jump_n_sample=None,
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _plan(cfg, prior):
-    """(options, respaced diffusion, network calls per sample), as ``sample.py`` plans them."""
-    return plan(cfg, prior, conditional=True)
+def _plan(cfg, prior) -> Plan:
+    """The run's plan (options, respaced diffusion, network calls), as ``sample.py`` makes it."""
+    return plan(RunOptions.from_config(cfg), prior, conditional=True)
 
 
 def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump_length=None,
@@ -119,7 +111,7 @@ def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump
     """Network calls per sample for these settings (a ValueError for impossible ones)."""
     cfg = sample_config(defaults, **sampler_overrides(sampler, steps, jump_length,
                                                       jump_n_sample, eta))
-    return _plan(cfg, loaded.prior)[2]
+    return _plan(cfg, loaded.prior).calls
 
 
 def estimate_seconds(loaded: LoadedPrior, calls: int, n_samples: int, batch_size: int) -> float:
@@ -239,38 +231,31 @@ def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, canc
                         use_ema=loaded.use_ema, device=str(device), progress=False,
                         **sampler_overrides(request.sampler, request.steps, request.jump_length,
                                             request.jump_n_sample, request.eta))
-    options, diffusion, calls = _plan(cfg, prior)
+    the_plan = _plan(cfg, prior)
+    options, calls = the_plan.options, the_plan.calls
 
     # read back exactly as sample.py reads the files it is given
     inputs = [load_input(input_file, prior.channels)]
     masks = [load_mask(mask_file, inputs[0].size)]
-    planned = [(output_path(run_dir, inputs[0].stem, k), 0, k) for k in range(options.n_samples)]
-    batches = list(_batches(planned, options.batch_size))
-    model = prior.model
-    if getattr(model, "num_classes", None):
-        model = WithLabels(model)
-    elif cfg.get("class_label") is not None:
-        raise ValueError(f"class_label={cfg.class_label} given, but checkpoint {loaded.path} is "
-                         f"unconditional (no num_classes)")
-    ranks = SimpleNamespace(world_size=1)
+    outputs = [Output(output_path(run_dir, inputs[0].stem, k), 0, k)
+               for k in range(options.n_samples)]
+    job = Job(the_plan, prior, device, inputs, masks, outputs)
+    model = prepare_model(prior, options, device)
     record = run_dir / "run.yaml"
-    _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned,
-                  loaded.sha256, ranks, resumed=0, complete=False)
-    passes = sum(batch_passes(inputs, masks, batch, options, prior.image_size)
-                 for batch in batches)   # fit=crop: one sampler run per window
+    write_record(record, job, loaded.sha256, complete=False)
+    parts = list(batches(outputs, options.batch_size))
+    passes = sum(batch_passes(job, batch) for batch in parts)   # fit=crop: a run per window
     monitor = Monitor(prior.model, calls * passes, image_size=inputs[0].size,
                       out_channels=inputs[0].pixels.shape[-1], on_progress=on_progress,
                       on_preview=on_preview, cancel=cancel, preview_every=preview_every)
     try:
-        for batch in batches:
-            _inpaint_batch(model, diffusion, prior, inputs, masks, batch, options, cfg, device,
-                           monitor)
+        for batch in parts:
+            inpaint_batch(job, model, batch, monitor)
     finally:
         monitor.close()
-    _write_grids(run_dir, inputs, masks, planned, options.n_samples)
-    _write_record(record, cfg, prior, device, diffusion, calls, inputs, masks, planned,
-                  loaded.sha256, ranks, resumed=0, complete=True)
-    sample_files = [path for path, _, _ in planned]
+    write_grids(job, run_dir)
+    write_record(record, job, loaded.sha256, complete=True)
+    sample_files = [o.path for o in outputs]
     archive = run_dir.parent / f"{run_dir.name}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         for file in sorted(run_dir.rglob("*")):

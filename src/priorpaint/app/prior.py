@@ -1,6 +1,6 @@
 """The prior the page works with: which checkpoints there are, what one is, how fast it runs.
 
-Loading goes through ``sample.py``'s own ``_open_prior`` so the page accepts exactly the
+Loading goes through ``sample.py``'s own ``open_prior`` so the page accepts exactly the
 checkpoints the command line accepts, with the same messages. The time of one network call
 is measured right after loading, on this machine and device, so the page's estimate of a
 run's duration is calls x measured time rather than a guess.
@@ -17,7 +17,7 @@ import torch
 from ..checkpoint import file_sha256
 from ..devices import resolve_device
 from ..sampling.labels import WithLabels
-from ..sampling.run import _open_prior
+from ..sampling.run import open_prior
 
 __all__ = ["LoadedPrior", "load", "describe", "list_checkpoints", "time_network_call"]
 
@@ -55,7 +55,7 @@ def list_checkpoints(source) -> list[Path]:
 
 def load(path, device: str = "auto", use_ema: bool = True, time_batches=(1, 2)) -> LoadedPrior:
     """Open checkpoint ``path`` on ``device`` and time one network call per batch size."""
-    prior = _open_prior(Path(str(path)), use_ema)
+    prior = open_prior(Path(str(path)), use_ema)
     resolved = resolve_device(str(device))
     prior.model.to(resolved)
     if resolved.type == "cpu":   # what sample.py runs on the CPU (same outputs, a bit faster)

@@ -9,10 +9,9 @@ from .datamodule import SOURCES, PriorDataModule, build_dataset, images_of
 from .image_folder import ImageFolder, training_images
 from .memory import TensorImages, find_mnist, load_digits_images, load_mnist_images, read_idx
 from .sampler import StepBatchSampler
-from .seeding import derive_seed
 
 __all__ = [
     "PriorDataModule", "build_dataset", "images_of", "SOURCES",
     "ImageFolder", "training_images", "TensorImages", "load_digits_images", "load_mnist_images",
-    "read_idx", "find_mnist", "StepBatchSampler", "derive_seed",
+    "read_idx", "find_mnist", "StepBatchSampler",
 ]

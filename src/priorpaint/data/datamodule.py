@@ -195,7 +195,7 @@ class PriorDataModule(pl.LightningDataModule):
 
     def _shard_loader(self, step: int):
         """Streaming batches from ``shards.py`` (it batches itself; this rank's share)."""
-        from .seeding import derive_seed
+        from ..seeding import Stream, stream_seed
         from .shards import build_shard_dataset
 
         trainer = getattr(self, "trainer", None)
@@ -203,7 +203,7 @@ class PriorDataModule(pl.LightningDataModule):
         dataset = build_shard_dataset(
             self.urls, image_size=self.image_size, channels=self.channels,
             batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer,
-            resampled=self.resampled, seed=derive_seed(self.seed, step),
+            resampled=self.resampled, seed=stream_seed(Stream.SHARD_ORDER, self.seed, step),
             epoch_length=self.epoch_length, hflip=self.hflip, drop_last=True,
             num_workers=self.num_workers, rank=rank, world_size=world)
         self.shard_stats = dataset.stats   # decode/read failures, counted across workers

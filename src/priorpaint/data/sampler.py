@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Sampler
 
-from .seeding import derive_seed
+from ..seeding import Stream, stream_seed, stream_seeds
 
 __all__ = ["StepBatchSampler"]
+
+_SEED_BLOCK = 1024   # augmentation seeds are hashed this many at a time
 
 
 class StepBatchSampler(Sampler):
@@ -46,6 +48,7 @@ class StepBatchSampler(Sampler):
         self.start_batch = start_batch or (lambda: 0)
         self.shuffle = bool(shuffle)
         self._perm_epoch, self._perm = -1, None
+        self._seed_block, self._seeds = -1, []
 
     def global_batch_size(self) -> int:
         return self.batch_size * self.world_size
@@ -64,13 +67,21 @@ class StepBatchSampler(Sampler):
     def key(self, g: int) -> tuple[int, int]:
         """(dataset index, augmentation seed) of global example ``g``."""
         epoch, position = divmod(g, self.num_items)
-        return self._index(epoch, position), derive_seed(self.seed, 0xDA7A, g)
+        return self._index(epoch, position), self._augment_seed(g)
+
+    def _augment_seed(self, g: int) -> int:
+        """Word g % 1024 of the AUGMENT stream at g // 1024 (one hash per 1024 examples)."""
+        block, offset = divmod(g, _SEED_BLOCK)
+        if block != self._seed_block:
+            self._seeds = stream_seeds(Stream.AUGMENT, self.seed, block, count=_SEED_BLOCK)
+            self._seed_block = block
+        return self._seeds[offset]
 
     def _index(self, epoch: int, position: int) -> int:
         if not self.shuffle:
             return position
         if epoch != self._perm_epoch:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, 0x5EED, epoch))
+            generator = torch.Generator().manual_seed(stream_seed(Stream.DATA_ORDER, self.seed, epoch))
             self._perm = torch.randperm(self.num_items, generator=generator)
             self._perm_epoch = epoch
         return int(self._perm[position])

@@ -9,7 +9,9 @@ At a fixed budget of network calls per sample:
 - "jump-length": fixed T and r, several jump lengths j (their costs are close, not equal).
 Every setting's cost is ``count_network_calls(jump_schedule(T, j, r))``, the same count the
 sampler reports. Each setting is sampled by ``sampling.run.run`` into its own folder (so it
-can be resumed or re-evaluated alone) and evaluated by :func:`evaluate_run`.
+can be resumed or re-evaluated alone) and evaluated by :func:`evaluate_run`: the settings
+are one ``RunOptions`` (parsed once from the ``sample:`` block and the sampler keys) with T, r
+and j replaced.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ..checkpoint import load_prior
 from ..metrics import write_metrics
+from ..sampling.options import RunOptions
 from ..sampling.run import run as sample_run
 from ..sampling.samplers import SAMPLERS
 from ..sampling.time_schedules import count_network_calls, jump_schedule
@@ -32,7 +35,7 @@ from .suite import MetricSuite
 from .table import format_table, write_rows
 
 __all__ = ["Setting", "network_calls", "fit_steps", "ablation_settings", "run_ablation",
-           "SAMPLE_KEYS"]
+           "setting_options", "SAMPLE_KEYS"]
 
 log = logging.getLogger("priorpaint.evaluate")
 
@@ -166,16 +169,26 @@ def _sampler(cfg) -> dict:
     return {"sampler": sampler, "step": cfg.get("step"), "eta": cfg.get("eta")}
 
 
-def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite, options: dict) -> dict:
-    """Sample one setting into ``out`` (resuming what is there), evaluate it, write metrics."""
-    sample_cfg = OmegaConf.create({
+def _base_options(cfg, options: dict) -> RunOptions:
+    """The sample.py options every setting shares (T, r, j and out are each setting's)."""
+    return RunOptions.from_config({
         **options, **_sampler(cfg), "ckpt": str(cfg.ckpt), "images": str(cfg.images),
-        "mask": str(cfg.mask), "out": str(out), "steps": setting.steps,
-        "jump_length": setting.jump_length, "jump_n_sample": setting.jump_n_sample,
-        "start_resampling": None, "device": str(cfg.device)})
+        "mask": str(cfg.mask), "device": str(cfg.device)})
+
+
+def setting_options(base: RunOptions, setting: Setting, out: Path) -> RunOptions:
+    """``base`` sampling ``setting`` (T steps, r resamplings of jump length j) into ``out``."""
+    knobs = replace(base.knobs, jump_length=setting.jump_length,
+                    jump_n_sample=setting.jump_n_sample, start_resampling=None)
+    return replace(base, out=str(out), steps=setting.steps, knobs=knobs)
+
+
+def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite,
+                 base: RunOptions) -> dict:
+    """Sample one setting into ``out`` (resuming what is there), evaluate it, write metrics."""
     start = time.perf_counter()
     try:
-        sample_run(sample_cfg)
+        sample_run(setting_options(base, setting, out))
     except FileExistsError as err:   # its advice names sample.py's key; here it is nested
         raise FileExistsError(f"{err} (in an ablation: sample.overwrite=true)") from err
     elapsed = time.perf_counter() - start
@@ -212,7 +225,7 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
         raise ValueError("nll_images= is a property of the prior, not of a sampler setting: "
                          "compute it with mode=folder")
     options = _sample_options(cfg)
-    _sampler(cfg)   # a wrong sampler fails before any work
+    base = _base_options(cfg, options)   # a wrong sampler or sample option fails before any work
     suite = suite or MetricSuite.from_config(cfg)
     max_steps = load_prior(ckpt).diffusion.num_timesteps
     resampling, sweep = cfg.resampling, cfg.jump_sweep
@@ -225,11 +238,11 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
             log.info("ablation: %s (%s, %d calls per sample)", setting.name, setting.group,
                      setting.calls)
             results[setting.name] = _run_setting(cfg, setting, root / setting.name, suite,
-                                                 options)
+                                                 base)
         rows.append({"setting": setting.group, "T": setting.steps, "r": setting.jump_n_sample,
                      "j": setting.jump_length, "calls": setting.calls,
                      **results[setting.name]})
-    print(format_table(rows, _columns(suite, options)))
+    print(format_table(rows, _columns(suite, base)))
     paths = write_rows(rows, root, "ablation", header={
         "budget": int(cfg.budget), **_sampler(cfg), "checkpoint": str(ckpt), "images": str(cfg.images),
         "mask": str(cfg.mask), "model_steps": max_steps, "skipped": suite.skipped})
@@ -237,11 +250,11 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
     return rows
 
 
-def _columns(suite: MetricSuite, options: dict) -> list[str]:
+def _columns(suite: MetricSuite, options: RunOptions) -> list[str]:
     columns = ["setting", "T", "r", "j", "calls", "psnr_hole", "ssim_hole", "known_error"]
     if suite.lpips is not None:
         columns.append("lpips")
-    if int(options.get("n_samples", 1)) > 1:
+    if options.n_samples > 1:
         columns.append("diversity")
     if suite.inception is not None:
         columns += ["fid", "kid_mean"]

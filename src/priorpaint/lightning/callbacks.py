@@ -19,6 +19,7 @@ from torchvision.utils import make_grid, save_image
 
 from ..masks import make_mask
 from ..sampling import generate, inpaint
+from ..seeding import Stream, stream_seed
 from .steps import OptimizerStepGate
 
 __all__ = ["SampleGridCallback", "StepCheckpoint", "ShardStatsLogger"]
@@ -85,7 +86,8 @@ class SampleGridCallback(pl.Callback):
         network.eval()
         try:
             with torch.no_grad():
-                samples = generate(network, diffusion, shape, sampler="ddpm", seed=self.seed,
+                samples = generate(network, diffusion, shape, sampler="ddpm",
+                                   seed=stream_seed(Stream.GRID, self.seed, 0),
                                    device=pl_module.device)
                 grids = {"samples": make_grid(_to01(samples), nrow=_columns(self.num_samples))}
                 images = self._validation_images(trainer, pl_module)
@@ -95,7 +97,7 @@ class SampleGridCallback(pl.Callback):
                     jump = min(self.jump_length, max(1, diffusion.num_timesteps // 2))
                     filled = inpaint(network, diffusion, images, mask, sampler="repaint",
                                      jump_length=jump, jump_n_sample=self.jump_n_sample,
-                                     seed=self.seed + 1)
+                                     seed=stream_seed(Stream.GRID, self.seed, 1))
                     masked = images * mask  # the hole shows as mid-grey (0 in [-1, 1])
                     rows = torch.cat([images, masked, filled]).float()
                     grids["inpainting"] = make_grid(_to01(rows), nrow=images.shape[0])

@@ -26,9 +26,9 @@ from torch.distributed.tensor import DTensor
 
 from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
-from ..data.seeding import derive_seed
 from ..data.transforms import pair
 from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
+from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
 from .stats import QuartileMeans
@@ -130,7 +130,7 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Dropout draws from the global generator: reseed it per (step, rank) for exact resume.
-        torch.manual_seed(derive_seed(self.seed, 0xD409, self._batch_number(batch_idx),
+        torch.manual_seed(stream_seed(Stream.DROPOUT, self.seed, self._batch_number(batch_idx),
                                       self.global_rank))
         if self._clock is None:
             self._clock = (time.perf_counter(), self.global_step)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..imageio import IMAGE_SUFFIXES, image_size, list_files
+from ..seeding import Stream, stream_word
 from .generators import MASK_ALIASES, MASK_KINDS, make_mask
 
 __all__ = ["load_mask", "load_masks_for", "resize_mask", "mask_seed", "MaskWarning",
@@ -122,8 +123,8 @@ def _warn_if_degenerate(mask: torch.Tensor, name: str) -> None:
 
 def mask_seed(seed: int, image_index: int) -> int:
     """Seed of the generated mask for image ``image_index`` of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), int(image_index), 0x6D61736B])
-               .generate_state(1, dtype=np.uint32)[0])
+    # the low 32 bits, as masks were always seeded: a run's generated masks stay the same
+    return stream_word(Stream.MASK, seed, image_index) & 0xFFFFFFFF
 
 
 def _is_kind(name: str) -> bool:

@@ -6,6 +6,8 @@ once per denoising step and letting callbacks (``RePaint``, ``DDNMProjection``,
 ``DiffPIRProximal``, ``Progress``) act around each step or correct its x̂_0. The samplers
 (``SAMPLERS``: repaint, ddpm, ddim, ddnm, diffpir) are entries of one registry.
 Randomness is per item (``item_generators``) so results do not depend on batching.
+A sample.py run's options are one typed ``RunOptions`` (options.py), shared by sample.py, the
+web page, the ablation and Python callers (``priorpaint.sampling.run.run(options)``).
 """
 
 from .api import SAMPLERS, build_schedule, generate, inpaint
@@ -15,6 +17,7 @@ from .diffpir import DiffPIRProximal, diffpir_schedule
 from .fit import FITS, inpaint_any_size
 from .item_noise import ItemNoise, item_generators, item_seed
 from .loop import LoopContext, Progress, SamplerCallback, sample_loop
+from .options import RunOptions
 from .repaint import RePaint
 from .samplers import Sampler, SamplerOptions, resolve_options
 from .steps import STEP_KINDS, NetworkStep, RenoiseFromX0, UndoStep, compile_plan
@@ -26,5 +29,5 @@ __all__ = [
     "RePaint", "DDNMProjection", "DiffPIRProximal", "KnownRegion", "diffpir_schedule",
     "inpaint", "generate", "build_schedule", "SAMPLERS", "Sampler", "SamplerOptions",
     "resolve_options", "inpaint_any_size", "FITS", "item_seed", "item_generators", "ItemNoise",
-    "compile_plan", "NetworkStep", "UndoStep", "RenoiseFromX0", "STEP_KINDS",
+    "RunOptions", "compile_plan", "NetworkStep", "UndoStep", "RenoiseFromX0", "STEP_KINDS",
 ]

@@ -8,7 +8,7 @@ their defaults are in ``samplers.SAMPLERS``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 
@@ -18,7 +18,7 @@ from .samplers import (
     SamplerOptions,
     conditioning,
     resolve_options,
-    respacing,
+    respaced,
     sampler_schedule,
     update_parameters,
 )
@@ -47,17 +47,13 @@ def build_schedule(sampler: str, num_timesteps: int, jump_length: int | None = N
     return sampler_schedule(sampler, resolved, num_timesteps), resolved.step
 
 
-def _respaced(diffusion, spec):
-    return diffusion if spec is None else diffusion.respace(spec)
-
-
 def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: str = "repaint",
             steps: int | str | None = None, jump_length: int | None = None,
             jump_n_sample: int | None = None, start_resampling: int | None = None,
             eta: float | None = None, step: str | None = None, skip: str | None = None,
             zeta: float | None = None, inner_loops: int | None = None,
             lambda_: float | None = None, sigma_n: float | None = None,
-            schedule: Sequence[int] | None = None,
+            schedule: Sequence[int] | None = None, options: SamplerOptions | None = None,
             generators: Sequence[torch.Generator] | None = None, seed: int = 0,
             callbacks: Sequence[SamplerCallback] = (), clip_denoised: bool = True,
             autocast_dtype: torch.dtype | None = None,
@@ -73,16 +69,23 @@ def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: 
         eta, step, skip, zeta, inner_loops, lambda_, sigma_n: see :class:`SamplerOptions`
             and ``samplers``' table; None = the sampler's default.
         schedule: walk this schedule instead of the sampler's (indices of the respaced chain).
+        options: all of the above as one :class:`SamplerOptions` (e.g. a run's resolved
+            ``Plan.sampler_options``); a keyword that is not None overrides its field.
         generators: one per item (``item_generators(seed, image_idx, sample_idx)``);
             default: item i uses (seed, i, 0).
     """
-    options = resolve_options(sampler, SamplerOptions(
+    given = SamplerOptions(
         steps=steps, skip=skip, step=step, eta=eta, zeta=zeta, jump_length=jump_length,
         jump_n_sample=jump_n_sample, start_resampling=start_resampling,
-        inner_loops=inner_loops, lambda_=lambda_, sigma_n=sigma_n))
+        inner_loops=inner_loops, lambda_=lambda_, sigma_n=sigma_n)
+    if options is not None:
+        steps = options.steps if steps is None else steps
+        given = replace(options, **{f.name: getattr(given, f.name) for f in fields(given)
+                                    if getattr(given, f.name) is not None})
+    options = resolve_options(sampler, given)
     if steps is None and isinstance(options.steps, int):   # a default never exceeds the chain
         options = replace(options, steps=min(options.steps, diffusion.num_timesteps))
-    diffusion = _respaced(diffusion, respacing(options, diffusion.num_timesteps))
+    diffusion = respaced(diffusion, options)
     spec = SAMPLERS[sampler]
     update_eta, update_zeta = update_parameters(sampler, options)
     if schedule is None:
@@ -107,8 +110,7 @@ def generate(model, diffusion, shape: Sequence[int], *, sampler: str = "ddpm",
     diffpir -> ddim (deterministic DDIM with ``eta``).
     """
     sampler = unconditional_sampler(sampler)
-    diffusion = _respaced(diffusion, None if steps is None else
-                          respacing(SamplerOptions(steps=steps), diffusion.num_timesteps))
+    diffusion = respaced(diffusion, SamplerOptions(steps=steps))
     schedule, step = build_schedule(sampler, diffusion.num_timesteps)
     return sample_loop(model, diffusion, shape, schedule, callbacks, generators, seed=seed,
                        step=step, eta=eta, clip_denoised=clip_denoised, device=device,

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import resize_mask
+from ..seeding import Stream, stream_seed
 from .item_noise import item_generators
 
 __all__ = ["FITS", "FitWarning", "Box", "Window", "WindowPlan", "resolve_fit", "check_fit", "hole_boxes",
@@ -54,7 +55,6 @@ __all__ = ["FITS", "FitWarning", "Box", "Window", "WindowPlan", "resolve_fit", "
            "inpaint_items", "inpaint_any_size", "size_multiple"]
 
 FITS = ("auto", "crop", "native", "resize")
-_WINDOW_STREAM = 0x57494E  # tags window seeds apart from the item seeds (seed, i, k)
 
 
 
@@ -272,10 +272,9 @@ def count_calls(fits: Sequence[str], masks: Sequence[torch.Tensor], prior_size) 
 def window_generator(seed: int, image_index: int, sample_index: int, window_index: int,
                      device="cpu") -> torch.Generator:
     """The generator of window ``window_index`` of output (image, sample): (seed, i, k, j)."""
-    state = np.random.SeedSequence([int(seed), int(image_index), int(sample_index),
-                                    _WINDOW_STREAM, int(window_index)])
     generator = torch.Generator(device=torch.device(device))
-    generator.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+    generator.manual_seed(stream_seed(Stream.WINDOW, seed, image_index, sample_index,
+                                      window_index))
     return generator
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from ..seeding import Stream, stream_seed
 
 __all__ = ["item_seed", "item_generators", "ItemNoise"]
 
 
 def item_seed(seed: int, image_index: int, sample_index: int) -> int:
     """A 63-bit seed that depends only on (run seed, image index, sample index)."""
-    state = np.random.SeedSequence([int(seed), int(image_index), int(sample_index)])
-    return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return stream_seed(Stream.ITEM_NOISE, seed, image_index, sample_index)
 
 
 def item_generators(seed: int, image_indices: Sequence[int], sample_indices: Sequence[int],

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .item_noise import item_seed
+from ..seeding import Stream, stream_seed
 
 __all__ = ["WithLabels", "class_labels"]
 
@@ -37,5 +37,4 @@ def class_labels(num_classes: int, class_label: int | None, seed: int,
             raise ValueError(f"class_label={class_label} is out of range: the checkpoint has "
                              f"{num_classes} classes (0..{num_classes - 1})")
         return [int(class_label)] * len(items)
-    # a different stream than the item's noise: offset the seed
-    return [item_seed(seed + 7919, i, k) % num_classes for i, k in items]
+    return [stream_seed(Stream.CLASS_LABEL, seed, i, k) % num_classes for i, k in items]

@@ -36,7 +36,7 @@ from .repaint import RePaint
 from .time_schedules import ddpm_schedule, jump_schedule
 
 __all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
-           "respacing", "conditioning", "update_parameters", "DEFAULT_STEPS"]
+           "respacing", "respaced", "conditioning", "update_parameters", "DEFAULT_STEPS"]
 
 DEFAULT_STEPS = 250  # RePaint's T: 250 respaced steps of a 1000-step model
 SKIPS = ("uniform", "quad")
@@ -160,6 +160,17 @@ def respacing(options: SamplerOptions, num_timesteps: int) -> str | None:
     if steps == num_timesteps:
         return None
     return f"quad{steps}" if options.skip == "quad" else str(steps)
+
+
+def respaced(diffusion, options: SamplerOptions):
+    """``diffusion`` respaced to ``options.steps`` (itself when that is its own length)."""
+    try:
+        spec = respacing(options, diffusion.num_timesteps)
+    except ValueError as e:
+        raise ValueError(f"steps={options.steps} does not fit the checkpoint's "
+                         f"{diffusion.num_timesteps}-step diffusion ({e}); use at most "
+                         f"{diffusion.num_timesteps} steps, or steps=auto") from e
+    return diffusion if spec is None else diffusion.respace(spec)
 
 
 def sampler_schedule(name: str, options: SamplerOptions, num_timesteps: int) -> list[int]:

@@ -1,5 +1,6 @@
 """benchmarks/inpainting_study.py's own pieces: the held-out guard, baselines, settings."""
 
+import csv
 import sys
 from pathlib import Path
 
@@ -50,3 +51,32 @@ def test_settings_hit_the_budgets_and_masks_are_the_named_kinds():
     assert top[:, :16].eq(1).all() and top[:, 16:].eq(0).all()
     assert study.mask_of("thick", 3, (32, 32)).equal(study.mask_of("thick", 3, (32, 32)))
     assert study.wilson_half_width(1.0, 8) == pytest.approx(0.162, abs=1e-3)
+
+
+def test_two_runs_into_one_folder_report_every_cell_with_baselines_per_size(tmp_path,
+                                                                              shared_data):
+    """The study as run (cheap budgets on more images, a costly one on fewer, two runs into
+    one out=): the report holds every cell, baselines and a clean row at each image count,
+    known pixels exact, and the computed targets; a rerun computes nothing new."""
+    from tiny import save_tiny_prior
+
+    ckpt = tmp_path / "tiny.ckpt"
+    save_tiny_prior(ckpt, channels=1, size=(8, 8), steps=20)
+    common = [f"ckpt={ckpt}", f"mnist={shared_data / 'mnist'}", f"out={tmp_path / 'out'}",
+              f"cache={tmp_path / 'cache'}", "kinds=half", "samples=2"]
+    study.main(common + ["images=4", "budgets=20", "samplers=ddnm,repaint-r1"])
+    study.main(common + ["images=2", "budgets=20,60", "samplers=repaint,repaint-r1",
+                         "samplers_at=20:repaint-r1"])
+    with open(tmp_path / "out" / "study.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert "n" in cells[0]
+    by = {(c["sampler"], c["n"], c["budget"]) for c in cells}
+    assert {("ddnm", "4", "20"), ("repaint-r1", "4", "20"), ("repaint-r1", "2", "20"),
+            ("repaint", "2", "60")} <= by
+    for n in ("4", "2"):
+        assert {("clean", n, "0"), ("harmonic", n, "0"), ("mean-fill", n, "0")} <= by
+    assert all(float(c["known_error"]) == 0 for c in cells)
+    assert "## The targets of #13" in (tmp_path / "out" / "study.md").read_text()
+    before = sorted(p.name for p in (tmp_path / "out" / "cells").iterdir())
+    study.main(common + ["images=4", "budgets=20", "samplers=ddnm,repaint-r1"])
+    assert sorted(p.name for p in (tmp_path / "out" / "cells").iterdir()) == before

@@ -42,6 +42,8 @@ class Stream(IntEnum):
     DATA_ORDER = 0x5EED         # (epoch,): the shuffle of the dataset's indices
     SHARD_ORDER = 0x5A4D        # (start step,): shuffle buffers of the streaming shards
     GRID = 0x47524944           # (0 samples | 1 inpainting,): the training grids' run seed ("GRID")
+    NLL = 0x4E4C4C              # (): t and noise of the held-out NLL bound ("NLL")
+    KID_SUBSETS = 0x4B4944      # (): the random subsets of the KID estimate ("KID")
 
 
 def _word(value: int) -> int:

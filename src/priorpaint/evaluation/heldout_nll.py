@@ -16,6 +16,7 @@ from ..checkpoint import Prior
 from ..imageio import from_uint8, to_uint8
 from ..metrics import nll_bpd
 from ..sampling.images import input_files, load_input, to_model
+from ..seeding import Stream, stream_seed
 
 __all__ = ["load_heldout", "nll_on_images"]
 
@@ -53,7 +54,7 @@ def nll_on_images(prior: Prior, source, steps: int | str | None = None,
     paths, images = load_heldout(prior, source, max_images)
     device = torch.device(device)
     model = prior.model.to(device)
-    generator = torch.Generator(device).manual_seed(int(seed))
+    generator = torch.Generator(device).manual_seed(stream_seed(Stream.NLL, int(seed)))
     with torch.no_grad():
         result = nll_bpd(model, prior.diffusion, images, steps=steps, batch_size=batch_size,
                          generator=generator, device=device)

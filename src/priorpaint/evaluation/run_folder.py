@@ -22,6 +22,7 @@ from ..imageio import LEVELS, from_uint8, read_pixels
 from ..masks import load_masks_for
 from ..metrics import aggregate, diversity, known_region_error, lpips, lpips_diversity, psnr, ssim
 from ..sampling.images import InputImage, input_files, load_input
+from ..seeding import Stream, stream_seed
 from .suite import MetricSuite
 
 __all__ = ["RUN_RECORD", "Evaluation", "read_run", "evaluate_run", "to_tensor"]
@@ -152,7 +153,8 @@ def _set_metrics(suite: MetricSuite, counts: dict[bool, int], seed: int,
         skipped["fid_kid"] = (f"FID/KID need >= 2 real and >= 2 generated images; have "
                               f"{counts[True]} and {counts[False]}")
         return {}
-    return suite.inception.compute(generator=torch.Generator().manual_seed(seed))
+    return suite.inception.compute(
+        generator=torch.Generator().manual_seed(stream_seed(Stream.KID_SUBSETS, seed)))
 
 
 def _add_real_images(suite: MetricSuite, real_images, channels: int, counts) -> None:

@@ -443,9 +443,7 @@ def write_outputs(rows: list[dict], out: Path, cfg: dict) -> None:
 def _noise(a: dict, b: dict, key: str) -> float:
     """Combined 95% half-width of a difference of two rows' ``key`` (independent-error
     approximation; on the same images it overstates the noise, i.e. it is conservative)."""
-    if key == "accuracy":
-        return math.hypot(a["accuracy_ci95"], b["accuracy_ci95"])
-    return 1.96 * math.hypot(a["hole_mse_se"], b["hole_mse_se"])
+    return math.hypot(_half_width(a, key), _half_width(b, key))
 
 
 def _half_width(row: dict, metric: str) -> float:

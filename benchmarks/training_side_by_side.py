@@ -11,6 +11,7 @@ with openai/improved-diffusion's ``progress.csv`` (its logger averages each key 
 window's per-step batch means, so the columns compare like with like. Prints one markdown table
 of ``keys`` (default loss, mse, vb and the four mse quarters of t) with one ``a / b / ...``
 cell per key and logged step; ``plot=`` draws the mse of each quarter of t against steps.
+``grids=label:png,... montage=out.png`` puts sample grids side by side under their labels.
 
 ``scores=folder`` collects ``prior_clean.py``'s JSON files named
 ``<run>_step<NNNNNNN>_<raw|ema>_<respacing>_seed<k>.json`` into one table (run, step, weights,
@@ -145,22 +146,49 @@ def plot_curves(runs: dict[str, dict[int, dict[str, float]]], path: Path, first:
     image.save(path)
 
 
+def montage(grids: dict[str, Path], path: Path) -> None:
+    """Sample grids side by side, each under its label (same seeds: compare cell for cell)."""
+    from PIL import Image, ImageDraw
+
+    images = [Image.open(g).convert("RGB") for g in grids.values()]
+    width, height, gap = max(i.width for i in images), max(i.height for i in images), 12
+    sheet = Image.new("RGB", (len(images) * (width + gap) - gap, height + 18), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (label, image) in enumerate(zip(grids, images, strict=True)):
+        sheet.paste(image, (k * (width + gap), 18))
+        draw.text((k * (width + gap), 3), label, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def labelled(option: str, value: str) -> dict[str, Path]:
+    """``label:path,...`` as {label: path}; a missing path is a user error."""
+    items = {}
+    for item in value.split(","):
+        label, sep, path = item.partition(":")
+        if not sep or not Path(path).exists():
+            fail(f"{option}: {item!r} is not label:path with an existing path")
+        items[label] = Path(path)
+    return items
+
+
 def main(argv: list[str]) -> None:
-    options = {"runs": "", "keys": ",".join(KEYS), "plot": "", "plot_from": "300", "scores": ""}
+    options = {"runs": "", "keys": ",".join(KEYS), "plot": "", "plot_from": "300", "scores": "",
+               "grids": "", "montage": ""}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
             fail(f"expected key=value with key in {', '.join(options)}; got {arg!r}")
         options[key] = value
-    if not options["runs"] and not options["scores"]:
-        fail("give runs=label:folder,... and/or scores=folder")
+    if not options["runs"] and not options["scores"] and not options["grids"]:
+        fail("give runs=label:folder,..., scores=folder and/or grids=label:png,... montage=out.png")
+    if options["grids"]:
+        if not options["montage"]:
+            fail("grids= needs montage=<out.png>, the file to write")
+        montage(labelled("grids", options["grids"]), Path(options["montage"]))
+        print(f"montage: {options['montage']}")
     if options["runs"]:
-        runs = {}
-        for item in options["runs"].split(","):
-            label, sep, folder = item.partition(":")
-            if not sep or not Path(folder).is_dir():
-                fail(f"runs: {item!r} is not label:folder with an existing folder")
-            runs[label] = read_run(Path(folder))
+        runs = {label: read_run(folder) for label, folder in labelled("runs", options["runs"]).items()}
         print(curve_table(runs, tuple(k for k in options["keys"].split(",") if k)))
         if options["plot"]:
             plot_curves(runs, Path(options["plot"]), int(options["plot_from"]))

@@ -85,3 +85,21 @@ def test_a_folder_without_logs_is_a_user_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         sbs.main([f"runs=x:{tmp_path}"])
     assert stop.value.code == 2 and "neither a progress.csv" in capsys.readouterr().err
+
+
+def test_grids_go_side_by_side_under_their_labels(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (40, 30), "blue").save(tmp_path / "b.png")
+    sbs.main([f"grids=ref:{tmp_path / 'a.png'},ours:{tmp_path / 'b.png'}", f"montage={tmp_path / 'm.png'}"])
+    sheet = Image.open(tmp_path / "m.png")
+    assert sheet.size == (92, 48)
+    assert sheet.getpixel((20, 33)) == (255, 0, 0) and sheet.getpixel((72, 33)) == (0, 0, 255)
+
+
+def test_grids_without_an_output_file_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(SystemExit) as stop:
+        sbs.main([f"grids=a:{tmp_path / 'a.png'}"])
+    assert stop.value.code == 2 and "montage=" in capsys.readouterr().err

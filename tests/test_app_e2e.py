@@ -139,7 +139,7 @@ def test_paint_run_and_keep_known_pixels(app_url):
             page.fill("#steps textarea, #steps input", "auto")
             page.wait_for_function(
                 "document.querySelector('#budget').innerText.includes('1,910 network calls')",
-                timeout=10000)
+                timeout=30000)
             page.click("#run")
             page.wait_for_function(
                 "document.querySelector('#status').innerText.startsWith('sampling:')",

@@ -400,9 +400,12 @@ def build(page: Page) -> gr.Blocks:
                          for v in sampler_fields(name, cfg))
 
         sampler.change(refresh_fields, sampler, [jump_length, jump_n_sample, eta], **light)
-        for box in (sampler, steps, jump_length, jump_n_sample, n_samples):
-            box.change(page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples],
-                       budget, **light)
+        # One listener for the five fields, always_last: the light handlers run concurrently,
+        # so five listeners could answer out of order and leave a stale budget on the page
+        # (choosing RePaint also rewrites the jump fields, a second wave of changes).
+        budget_fields = (sampler, steps, jump_length, jump_n_sample, n_samples)
+        gr.on([box.change for box in budget_fields], page.budget, list(budget_fields), budget,
+              trigger_mode="always_last", **light)
         go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
                             jump_n_sample, eta, n_samples, seed],
                  [status, preview, gallery, files])

@@ -142,19 +142,24 @@ class DigitCNN(torch.nn.Module):
         return self.head(self.body(x))
 
 
-def classifier(images: torch.Tensor, labels: torch.Tensor, cache: Path) -> DigitCNN:
-    """The CNN trained on indices 0-6999 at this resolution (trained once, then cached)."""
+def classifier(images: torch.Tensor, labels: torch.Tensor, cache: Path, span=TRAIN,
+               dataset: str = "mnist", epochs: int = 3) -> DigitCNN:
+    """The CNN trained on ``images[span]`` at this resolution (trained once, then cached).
+
+    ``span`` and ``dataset`` name the cached file, so MNIST's (indices 0-6999) and the
+    scikit-learn digits' classifiers never mix; small sets take more ``epochs``.
+    """
     size = images.shape[-1]
-    path = cache / f"mnist_cnn_{size}px_train{TRAIN[0]}-{TRAIN[1] - 1}.pt"
+    path = cache / f"{dataset}_cnn_{size}px_train{span[0]}-{span[1] - 1}.pt"
     model = DigitCNN(size)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
     torch.manual_seed(0)
-    train_x, train_y = images[TRAIN[0]:TRAIN[1]], labels[TRAIN[0]:TRAIN[1]]
+    train_x, train_y = images[span[0]:span[1]], labels[span[0]:span[1]]
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     start = time.perf_counter()
-    for epoch in range(3):
+    for epoch in range(epochs):
         order = torch.randperm(len(train_x))
         for i in range(0, len(order), 64):
             batch = order[i:i + 64]
@@ -164,7 +169,7 @@ def classifier(images: torch.Tensor, labels: torch.Tensor, cache: Path) -> Digit
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        print(f"classifier epoch {epoch + 1}/3: loss {loss.item():.3f} "
+        print(f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)

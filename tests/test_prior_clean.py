@@ -75,7 +75,7 @@ def test_real_digits_score_clean_and_noise_does_not(mnist, quick_net):
 def test_samples_are_seeded_per_item_and_the_run_writes_its_grid(mnist, quick_net, tmp_path,
                                                                  monkeypatch):
     root, _, _ = mnist
-    monkeypatch.setattr(study, "classifier", lambda images, labels, cache: quick_net)
+    monkeypatch.setattr(study, "classifier", lambda images, labels, cache, **kw: quick_net)
     ckpt = save_tiny_prior(tmp_path / "tiny.ckpt", channels=1, size=(SIZE, SIZE), steps=20)
     common = [f"ckpt={ckpt}", f"mnist={root}", "samples=5", "respacing=4", "seed=3"]
     one = prior_clean.main([*common, "batch_size=5", f"out={tmp_path / 'a'}"])
@@ -98,3 +98,34 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert missing.value.code == 2 and bad_key.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "nope.ckpt does not exist" in lines[0] and "stepz" in lines[1]
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory):
+    """The scikit-learn digits classifier, trained once for this module (~15 s)."""
+    return tmp_path_factory.mktemp("digits_cache")
+
+
+def test_digits_real_draws_are_clean_noise_is_not(digits_cache, tmp_path):
+    common = ["data=digits", f"cache={digits_cache}", f"out={tmp_path}"]
+    real = prior_clean.main(["ckpt=real", "repeats=3", *common])
+    noise = prior_clean.main(["ckpt=noise", *common])
+    assert [r["fd_bound"] for r in real] == [prior_clean.DIGITS_FD_BOUND] * 3
+    assert all(r["clean"] and r["n"] == 64 for r in real)
+    assert noise[0]["fd"] > 3 * prior_clean.DIGITS_FD_BOUND and not noise[0]["clean"]
+    assert Image.open(tmp_path / "real_seed0.png").size == (2 + 8 * 18, 2 + 8 * 18)   # 16 px
+    assert (digits_cache / "digits_cnn_16px_train0-1199.pt").is_file()
+
+
+def test_digits_scores_a_prior_of_its_size(digits_cache, tmp_path):
+    ckpt = save_tiny_prior(tmp_path / "tiny.ckpt", channels=1, size=(8, 8), steps=20)
+    result = prior_clean.main([f"ckpt={ckpt}", "data=digits", f"cache={digits_cache}",
+                               f"out={tmp_path}", "samples=4", "respacing=4"])[0]
+    assert result["n"] == 4 and not result["clean"] and result["fd_bound"] == 140.0
+    assert (digits_cache / "digits_cnn_8px_train0-1199.pt").is_file()   # its own classifier
+
+
+def test_unknown_data_is_one_line(capsys):
+    with pytest.raises(SystemExit) as bad:
+        prior_clean.main(["ckpt=real", "data=cifar"])
+    assert bad.value.code == 2 and "data='cifar'" in capsys.readouterr().err

@@ -129,3 +129,11 @@ def test_unknown_data_is_one_line(capsys):
     with pytest.raises(SystemExit) as bad:
         prior_clean.main(["ckpt=real", "data=cifar"])
     assert bad.value.code == 2 and "data='cifar'" in capsys.readouterr().err
+
+
+def test_draws_pool_into_one_verdict():
+    draws = [{"n": 64, "confident": 55 / 64, "fd": 48.0}, {"n": 64, "confident": 49 / 64, "fd": 70.0}]
+    both = prior_clean.pooled(draws)
+    assert both["n"] == 128 and both["confident"] == pytest.approx(104 / 128)
+    assert both["fd"] == pytest.approx(59.0) and not both["clean"]   # 0.81 < 0.85
+    assert prior_clean.pooled(draws, clean_fraction=0.8)["clean"]

@@ -62,7 +62,24 @@ def test_scores_are_read_off_prior_clean_file_names(tmp_path):
     assert [(s["run"], s["step"], s["weights"], s["respacing"], s["seed"]) for s in scores] == [
         ("abl_lr_s0", 1000, "raw", "100", "0"), ("abl_lr_s0", 1500, "ema", "100", "0"),
         ("preset", 2000, "raw", "full", "3")]
-    assert "| abl_lr_s0 | 1000 | raw | 100 | 0.50 (32/64) | 200.0 | no |" in sbs.score_table(scores)
+    assert "| abl_lr_s0 | 1000 | raw | 100 | 0 | 0.50 (32/64) | 200.0 | 0/1 | no |" in (
+        sbs.score_table(scores))
+
+
+def test_draws_of_one_checkpoint_are_pooled(tmp_path):
+    draws = {0: (55, 48.6, True), 1: (49, 69.4, False), 2: (52, 50.0, False), 3: (58, 40.0, True)}
+    for seed, (hits, fd, clean) in draws.items():
+        (tmp_path / f"p_step0007000_ema_100_seed{seed}.json").write_text(json.dumps(
+            {"n": 64, "confident": hits / 64, "fd": fd, "clean": clean, "fd_bound": 150.0,
+             "clean_fraction": 0.85}))
+    scores = sbs.read_scores(tmp_path)
+    pooled = sbs.pool(scores)
+    assert pooled["n"] == 256 and pooled["confident"] == pytest.approx(214 / 256)
+    assert pooled["fd"] == pytest.approx(52.0) and pooled["clean_draws"] == 2
+    assert not pooled["clean"]            # 0.836 < 0.85 though two draws of four pass
+    row = "| p | 7000 | ema | 100 | 0,1,2,3 | 0.84 (214/256) | 52.0 (40-69) | 2/4 | no |"
+    assert row in sbs.score_table(scores)
+    assert sbs.pool(scores[3:])["clean"]
 
 
 def test_the_plot_is_drawn(tmp_path):

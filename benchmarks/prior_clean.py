@@ -70,7 +70,7 @@ BOUNDS = {   # data -> (clean_fraction, fd_bound), each from 200 real draws of 6
     "digits": (DIGITS_CLEAN_FRACTION, DIGITS_FD_BOUND),
 }
 DIGITS_SPLIT = 1200   # scikit-learn digits: classifier and real draws below, FD reference above
-DATA = {"mnist": 32, "digits": 16}   # data -> the size= of ckpt=real / noise (as trained)
+REAL_SIZE = {"mnist": 32, "digits": 16}   # data -> the size= of ckpt=real / noise (as trained)
 DEFAULTS = {
     "ckpt": None, "data": "mnist", "mnist": str(ROOT.parent / "shared" / "data" / "mnist"),
     "out": "prior_clean", "cache": "study/cache", "name": None, "samples": 64,
@@ -92,9 +92,9 @@ def parse(argv: list[str]) -> dict:
         fail("ckpt= is required (a priorpaint checkpoint, or 'real' / 'noise' to calibrate)")
     if options["data"] not in BOUNDS:
         fail(f"data={options['data']!r}: use {' or '.join(BOUNDS)}")
-    for key, value in zip(("clean_fraction", "fd_bound"), BOUNDS[options["data"]], strict=True):
-        options[key] = value if options[key] is None else options[key]
-    options["size"] = DATA[options["data"]] if options["size"] is None else options["size"]
+    defaults = {"size": REAL_SIZE[options["data"]]}
+    defaults["clean_fraction"], defaults["fd_bound"] = BOUNDS[options["data"]]
+    options.update({key: value for key, value in defaults.items() if options[key] is None})
     try:
         for key in ("samples", "seed", "batch_size", "threads", "repeats", "size"):
             options[key] = int(options[key])

@@ -105,15 +105,12 @@ def read_scores(folder: Path) -> list[dict]:
 
 
 def pool(draws: list[dict]) -> dict:
-    """Draws of one checkpoint (several sampling seeds) as one: confident pooled over all
-    samples, FD the mean of the draws', clean by the same bounds. At n = 64 one draw's
-    fraction moves by about ±0.05, so one lucky draw is not "clean"; the pooled one is."""
-    n = sum(d["n"] for d in draws)
-    confident = sum(d["confident"] * d["n"] for d in draws) / n
-    fd = sum(d["fd"] for d in draws) / len(draws)
-    return {"n": n, "confident": confident, "fd": fd, "draws": len(draws),
-            "clean_draws": sum(bool(d["clean"]) for d in draws),
-            "clean": confident >= draws[0]["clean_fraction"] and fd <= draws[0]["fd_bound"]}
+    """Draws of one checkpoint (several sampling seeds) as one, by ``prior_clean.pooled`` and
+    the bounds they were scored with, plus how many draws were clean alone."""
+    from prior_clean import pooled  # torch and the study: only when scores are pooled
+
+    both = pooled(draws, draws[0]["clean_fraction"], draws[0]["fd_bound"])
+    return {**both, "draws": len(draws), "clean_draws": sum(bool(d["clean"]) for d in draws)}
 
 
 def score_table(scores: list[dict]) -> str:

@@ -23,6 +23,10 @@ would call 20% of real draws unclean with this classifier), so 0.85. The bounds 
 classifier file: with a retrained classifier, rerun ``ckpt=real repeats=200`` and pass
 ``fd_bound=`` / ``clean_fraction=`` (benchmarks/README.md, "#19 training side by side").
 
+Beside the verdict, ``blobs`` counts the samples brighter on average than any real training
+digit (``BLOB_BRIGHTNESS``): the "blobs on grey backgrounds" of an early prior, some of which
+the classifier reads confidently as a digit, so ``confident`` alone can hide them.
+
 Samples: DDPM ancestral sampling with ``respacing`` steps (default 100; ``full`` = all T),
 sample k seeded by (seed, k, 0) alone, so the images do not depend on ``batch_size``.
 Outputs in ``out=``: ``<name>.png`` (an 8-wide grid of the samples) and ``<name>.json``.
@@ -54,7 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import inpainting_study as study  # noqa: E402
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
-from priorpaint.imageio import save_png  # noqa: E402
+from priorpaint.imageio import read_image, save_png  # noqa: E402
 from priorpaint.metrics.distribution import frechet_distance  # noqa: E402
 from priorpaint.sampling import generate, item_generators  # noqa: E402
 
@@ -77,6 +81,9 @@ DEFAULTS = {
     "respacing": "100", "seed": 0, "batch_size": 64, "threads": 1, "use_ema": True,
     "confidence": 0.9, "clean_fraction": None, "fd_bound": None, "repeats": 1, "size": None,
 }
+# #19's symptom, "blobs on grey", as a count: a sample brighter on average than any real training
+# digit. MNIST 0-6999 at 32x32 reach a mean brightness of 0.25, scikit-learn's training digits 0.42.
+BLOB_BRIGHTNESS = {"mnist": 0.3, "digits": 0.5}
 SOURCES = ("real", "noise")   # ckpt= values that score something other than a prior
 
 
@@ -133,6 +140,13 @@ def score(images: torch.Tensor, net: study.DigitCNN, reference: tuple[torch.Tens
     fd = frechet_distance(features.mean(0), torch.cov(features.T), *reference)
     return {"n": int(images.shape[0]), "confident": float(sure.float().mean()),
             "fd": float(fd), "classes": np.bincount(digit[sure].numpy(), minlength=10).tolist()}
+
+
+def blobs(images: torch.Tensor, brightness: float) -> int:
+    """How many of (N, C, H, W) images in [-1, 1] have a mean brightness (in [0, 1]) above
+    ``brightness``: the blobs on grey backgrounds that an early prior draws, some of which the
+    classifier still reads confidently as a digit."""
+    return int((((images.float() + 1) / 2).flatten(1).mean(1) > brightness).sum())
 
 
 def is_clean(result: dict, clean_fraction: float = CLEAN_FRACTION,
@@ -198,6 +212,20 @@ def save_grid(images: torch.Tensor, path: Path) -> Path:
     return save_png(array[..., :1] if images.shape[1] == 1 else array, path)
 
 
+def grid_images(path: Path, count: int) -> torch.Tensor:
+    """The first ``count`` images of a ``save_grid`` PNG, back as (N, C, H, W) in [-1, 1]
+    (8-bit rounded): to count the blobs of draws scored before their JSON stored them."""
+    pixels = torch.from_numpy(read_image(path)).permute(2, 0, 1).float() / 255 * 2 - 1
+    size = (pixels.shape[2] - 2) // 8 - 2    # 8 columns of size + 2 padding, plus 2
+    rows = (pixels.shape[1] - 2) // (size + 2)
+    cells = [pixels[:, 2 + r * (size + 2):2 + r * (size + 2) + size,
+                    2 + c * (size + 2):2 + c * (size + 2) + size]
+             for r in range(rows) for c in range(8)]
+    if count > len(cells):
+        raise ValueError(f"{path}: a grid of {len(cells)} images, not {count}")
+    return torch.stack(cells[:count])
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str]) -> list[dict]:
     cfg = parse(argv)
@@ -248,6 +276,7 @@ def main(argv: list[str]) -> list[dict]:
                       weights=prior.weights if prior is not None else None,
                       seconds=round(seconds, 1), fd_bound=cfg["fd_bound"],
                       clean_fraction=cfg["clean_fraction"], data=cfg["data"],
+                      blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
                       clean=is_clean(result, cfg["clean_fraction"], cfg["fd_bound"]))
         name = cfg["name"] or (Path(cfg["ckpt"]).stem if prior is not None else cfg["ckpt"])
         if prior is not None:
@@ -257,7 +286,8 @@ def main(argv: list[str]) -> list[dict]:
         (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         print(f"{what}: confident {result['confident']:.2f} "
               f"({round(result['confident'] * result['n'])}/{result['n']}), FD {result['fd']:.2f} "
-              f"(bound {cfg['fd_bound']:g}), confident reads per digit {result['classes']} -> "
+              f"(bound {cfg['fd_bound']:g}), blobs {result['blobs']}, confident reads per digit "
+              f"{result['classes']} -> "
               f"{'CLEAN' if result['clean'] else 'not clean'} ({seconds:.0f} s); "
               f"{out / name}.png", flush=True)
         results.append(result)
@@ -270,7 +300,7 @@ def main(argv: list[str]) -> list[dict]:
         if prior is not None:   # one checkpoint, several sampling seeds: the pooled verdict
             both = pooled(results, cfg["clean_fraction"], cfg["fd_bound"])
             print(f"pooled ({both['n']} samples): confident {both['confident']:.3f}, mean FD "
-                  f"{both['fd']:.2f} -> {'CLEAN' if both['clean'] else 'not clean'} "
+                  f"{both['fd']:.2f}, blobs {sum(r['blobs'] for r in results)} -> {'CLEAN' if both['clean'] else 'not clean'} "
                   f"({sum(r['clean'] for r in results)}/{len(results)} draws clean alone)",
                   flush=True)
     if any(math.isnan(r["fd"]) for r in results):

@@ -15,7 +15,7 @@ cell per key and logged step; ``plot=`` draws the mse of each quarter of t again
 
 ``scores=folder`` collects ``prior_clean.py``'s JSON files named
 ``<run>_step<NNNNNNN>_<raw|ema>_<respacing>_seed<k>.json`` into one table (run, step, weights,
-confident, FD, clean), so a study's numbers are read off files anyone can regenerate. A
+confident, FD, blobs, clean), so a study's numbers are read off files anyone can regenerate. A
 checkpoint scored with several sampling seeds is one row, its draws pooled (``pool``).
 """
 
@@ -97,11 +97,23 @@ def read_scores(folder: Path) -> list[dict]:
             result = json.loads(path.read_text())
             scores.append({**match.groupdict(), "step": int(match["step"]), **{
                 k: result[k] for k in ("confident", "fd", "clean", "n")},
+                "blobs": result["blobs"] if "blobs" in result else grid_blobs(path, result),
                 # files written before these were stored are MNIST's, scored at 0.85 / 150
                 "clean_fraction": result.get("clean_fraction", 0.85),
                 "fd_bound": result.get("fd_bound", 150.0)})
     return sorted(scores, key=lambda s: (s["run"], s["step"], s["weights"], s["respacing"],
                                          int(s["seed"])))
+
+
+def grid_blobs(path: Path, result: dict) -> int | None:
+    """The blob count of a draw scored before prior_clean.py stored it, off its grid PNG (the
+    same samples, 8-bit rounded); None without the PNG."""
+    grid = path.with_suffix(".png")
+    if not grid.is_file():
+        return None
+    from prior_clean import BLOB_BRIGHTNESS, blobs, grid_images
+
+    return blobs(grid_images(grid, result["n"]), BLOB_BRIGHTNESS[result.get("data", "mnist")])
 
 
 def pool(draws: list[dict]) -> dict:
@@ -110,7 +122,9 @@ def pool(draws: list[dict]) -> dict:
     from prior_clean import pooled  # torch and the study: only when scores are pooled
 
     both = pooled(draws, draws[0]["clean_fraction"], draws[0]["fd_bound"])
-    return {**both, "draws": len(draws), "clean_draws": sum(bool(d["clean"]) for d in draws)}
+    counts = [d["blobs"] for d in draws]
+    return {**both, "draws": len(draws), "clean_draws": sum(bool(d["clean"]) for d in draws),
+            "blobs": None if None in counts else sum(counts)}
 
 
 def score_table(scores: list[dict]) -> str:
@@ -118,8 +132,8 @@ def score_table(scores: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for s in scores:
         groups.setdefault((s["run"], s["step"], s["weights"], s["respacing"]), []).append(s)
-    lines = ["| run | step | weights | respacing | seeds | confident | FD | clean draws | clean |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | step | weights | respacing | seeds | confident | FD | blobs | clean draws | "
+             "clean |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (run, step, weights, respacing), draws in groups.items():
         p = pool(draws)
         fds = f"{p['fd']:.1f}" + (f" ({min(d['fd'] for d in draws):.0f}-"
@@ -127,6 +141,7 @@ def score_table(scores: list[dict]) -> str:
         lines.append(f"| {run or '-'} | {step} | {weights} | {respacing} | "
                      f"{','.join(d['seed'] for d in draws)} | "
                      f"{p['confident']:.2f} ({round(p['confident'] * p['n'])}/{p['n']}) | {fds} | "
+                     f"{'-' if p['blobs'] is None else p['blobs']} | "
                      f"{p['clean_draws']}/{p['draws']} | {'yes' if p['clean'] else 'no'} |")
     return "\n".join(lines)
 

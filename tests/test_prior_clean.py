@@ -137,3 +137,29 @@ def test_draws_pool_into_one_verdict():
     assert both["n"] == 128 and both["confident"] == pytest.approx(104 / 128)
     assert both["fd"] == pytest.approx(59.0) and not both["clean"]   # 0.81 < 0.85
     assert prior_clean.pooled(draws, clean_fraction=0.8)["clean"]
+
+
+def test_blobs_are_samples_brighter_than_any_real_digit(mnist):
+    _, images, _ = mnist
+    train = images[:study.TRAIN[1]]
+    assert prior_clean.blobs(train, prior_clean.BLOB_BRIGHTNESS["mnist"]) == 0
+    grey = torch.zeros(4, 1, SIZE, SIZE)          # mid-grey: brightness 0.5
+    assert prior_clean.blobs(torch.cat([train[:60], grey]), prior_clean.BLOB_BRIGHTNESS["mnist"]) == 4
+
+
+def test_digits_real_draws_have_no_blobs():
+    from priorpaint.data import TensorImages, load_digits_images
+
+    digits = TensorImages(load_digits_images("train"), (16, 16), 1, "center", name="digits")
+    images = torch.stack([digits[i] for i in range(prior_clean.DIGITS_SPLIT)])
+    assert prior_clean.blobs(images, prior_clean.BLOB_BRIGHTNESS["digits"]) == 0
+
+
+def test_a_grid_reads_back_as_its_images(tmp_path):
+    images = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prior_clean.save_grid(images, tmp_path / "g.png")
+    back = prior_clean.grid_images(tmp_path / "g.png", 64)
+    assert back.shape == images.shape
+    assert (back - images).abs().max() <= 1 / 255 + 1e-6     # 8-bit rounding only
+    with pytest.raises(ValueError, match="a grid of 64 images, not 65"):
+        prior_clean.grid_images(tmp_path / "g.png", 65)

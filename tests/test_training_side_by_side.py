@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -62,7 +63,7 @@ def test_scores_are_read_off_prior_clean_file_names(tmp_path):
     assert [(s["run"], s["step"], s["weights"], s["respacing"], s["seed"]) for s in scores] == [
         ("abl_lr_s0", 1000, "raw", "100", "0"), ("abl_lr_s0", 1500, "ema", "100", "0"),
         ("preset", 2000, "raw", "full", "3")]
-    assert "| abl_lr_s0 | 1000 | raw | 100 | 0 | 0.50 (32/64) | 200.0 | 0/1 | no |" in (
+    assert "| abl_lr_s0 | 1000 | raw | 100 | 0 | 0.50 (32/64) | 200.0 | - | 0/1 | no |" in (
         sbs.score_table(scores))
 
 
@@ -71,15 +72,29 @@ def test_draws_of_one_checkpoint_are_pooled(tmp_path):
     for seed, (hits, fd, clean) in draws.items():
         (tmp_path / f"p_step0007000_ema_100_seed{seed}.json").write_text(json.dumps(
             {"n": 64, "confident": hits / 64, "fd": fd, "clean": clean, "fd_bound": 150.0,
-             "clean_fraction": 0.85}))
+             "clean_fraction": 0.85, "blobs": seed}))
     scores = sbs.read_scores(tmp_path)
     pooled = sbs.pool(scores)
     assert pooled["n"] == 256 and pooled["confident"] == pytest.approx(214 / 256)
     assert pooled["fd"] == pytest.approx(52.0) and pooled["clean_draws"] == 2
     assert not pooled["clean"]            # 0.836 < 0.85 though two draws of four pass
-    row = "| p | 7000 | ema | 100 | 0,1,2,3 | 0.84 (214/256) | 52.0 (40-69) | 2/4 | no |"
+    row = "| p | 7000 | ema | 100 | 0,1,2,3 | 0.84 (214/256) | 52.0 (40-69) | 6 | 2/4 | no |"
     assert row in sbs.score_table(scores)
     assert sbs.pool(scores[3:])["clean"]
+
+
+def test_a_draw_scored_before_blobs_were_stored_is_counted_off_its_grid(tmp_path):
+    import prior_clean
+
+    images = -torch.ones(64, 1, 32, 32)            # black: digits' background
+    images[[3, 17, 63], :, 4:28, 4:28] = 0.5      # three bright squares on black: blobs
+    images[5, :, 12:20, 12:20] = 1.0              # a small bright stroke: not a blob
+    prior_clean.save_grid(images, tmp_path / "old_step0002000_ema_100_seed0.png")
+    (tmp_path / "old_step0002000_ema_100_seed0.json").write_text(json.dumps(
+        {"n": 64, "confident": 0.5, "fd": 200.0, "clean": False}))
+    (tmp_path / "old_step0003000_ema_100_seed0.json").write_text(json.dumps(   # no PNG
+        {"n": 64, "confident": 0.5, "fd": 200.0, "clean": False}))
+    assert [s["blobs"] for s in sbs.read_scores(tmp_path)] == [3, None]
 
 
 def test_the_plot_is_drawn(tmp_path):

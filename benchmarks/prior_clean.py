@@ -300,7 +300,8 @@ def main(argv: list[str]) -> list[dict]:
         if prior is not None:   # one checkpoint, several sampling seeds: the pooled verdict
             both = pooled(results, cfg["clean_fraction"], cfg["fd_bound"])
             print(f"pooled ({both['n']} samples): confident {both['confident']:.3f}, mean FD "
-                  f"{both['fd']:.2f}, blobs {sum(r['blobs'] for r in results)} -> {'CLEAN' if both['clean'] else 'not clean'} "
+                  f"{both['fd']:.2f}, blobs {sum(r['blobs'] for r in results)} -> "
+                  f"{'CLEAN' if both['clean'] else 'not clean'} "
                   f"({sum(r['clean'] for r in results)}/{len(results)} draws clean alone)",
                   flush=True)
     if any(math.isnan(r["fd"]) for r in results):

@@ -6,6 +6,7 @@
     python benchmarks/prior_clean.py ckpt=real repeats=50              # the floor: real digits
     python benchmarks/prior_clean.py ckpt=noise                        # a sanity low end
     python benchmarks/prior_clean.py ckpt=outputs/quickstart/checkpoints/last.ckpt data=digits
+    python benchmarks/prior_clean.py grids='results/prior_clean/<run>_step0008000_ema_250_seed*.png'
 
 Metrics (issue #19), both from the digit classifier of ``inpainting_study.py`` (a small CNN
 trained on MNIST t10k indices 0-6999 only, cached in ``cache=``):
@@ -32,6 +33,12 @@ sample k seeded by (seed, k, 0) alone, so the images do not depend on ``batch_si
 Outputs in ``out=``: ``<name>.png`` (an 8-wide grid of the samples) and ``<name>.json``.
 MNIST indices 8000-9999 are never read (``read_mnist`` stops at record 7999).
 
+``grids=`` (a glob, instead of ``ckpt=``) scores draws saved before, one per PNG grid, with the
+classifier of this machine: the classifier is trained here on first use and is not bitwise the
+same across machines or thread counts, so a committed verdict is rechecked from its grids
+without the checkpoint that drew them (the images come back 8-bit rounded). It prints, writes
+nothing, and pools the matched grids into one verdict.
+
 ``data=digits`` scores a prior of scikit-learn's digits (the quickstart) the same way, with
 its own classifier: the 1781 training digits as ``data=digits`` feeds them (upsampled to the
 prior's size), the CNN trained on the first 1200 (30 epochs: a small set), the Fréchet
@@ -41,6 +48,7 @@ repeats=200 data=digits`` the same way: see ``BOUNDS``.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import sys
@@ -80,6 +88,7 @@ DEFAULTS = {
     "out": "prior_clean", "cache": "study/cache", "name": None, "samples": 64,
     "respacing": "100", "seed": 0, "batch_size": 64, "threads": 1, "use_ema": True,
     "confidence": 0.9, "clean_fraction": None, "fd_bound": None, "repeats": 1, "size": None,
+    "grids": None,
 }
 # #19's symptom, "blobs on grey", as a count: a sample brighter on average than any real training
 # digit. MNIST 0-6999 at 32x32 reach a mean brightness of 0.25, scikit-learn's training digits 0.42.
@@ -95,8 +104,9 @@ def parse(argv: list[str]) -> dict:
         if not sep or key not in options:
             fail(f"expected key=value with key in {', '.join(DEFAULTS)}; got {arg!r}")
         options[key] = value
-    if not options["ckpt"]:
-        fail("ckpt= is required (a priorpaint checkpoint, or 'real' / 'noise' to calibrate)")
+    if bool(options["ckpt"]) == bool(options["grids"]):
+        fail("give ckpt= (a priorpaint checkpoint, or 'real' / 'noise' to calibrate) or grids= "
+             "(saved draws' PNG grids, a glob), not both")
     if options["data"] not in BOUNDS:
         fail(f"data={options['data']!r}: use {' or '.join(BOUNDS)}")
     defaults = {"size": REAL_SIZE[options["data"]]}
@@ -227,9 +237,46 @@ def grid_images(path: Path, count: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- main
+def rescore(cfg: dict) -> list[dict]:
+    """``grids=``: score saved draws again with this machine's classifier; print, write nothing."""
+    paths = sorted(Path(path) for path in glob.glob(cfg["grids"]))
+    if not paths:
+        fail(f"grids={cfg['grids']} matches no file: give a glob of prior_clean.py's PNG grids")
+    images = []
+    for path in paths:
+        try:
+            images.append(grid_images(path, cfg["samples"]))
+        except (ValueError, OSError) as error:
+            fail(f"grids: {path} is not a grid of {cfg['samples']} samples ({error})")
+    size = tuple(images[0].shape[-2:])
+    if any(tuple(i.shape[-2:]) != size for i in images) or images[0].shape[1] != 1:
+        fail(f"grids={cfg['grids']}: the grids must all be grey and of one image size")
+    _, net, held = digit_sets(cfg["data"], size, Path(cfg["mnist"]), Path(cfg["cache"]))
+    with torch.no_grad():
+        ref = net.features(held).double()
+    reference = (ref.mean(0), torch.cov(ref.T))
+    results = []
+    for path, samples in zip(paths, images, strict=True):
+        result = score(samples, net, reference, cfg["confidence"])
+        result.update(source=str(path), blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
+                      clean=is_clean(result, cfg["clean_fraction"], cfg["fd_bound"]))
+        print(f"{path}: confident {result['confident']:.2f} "
+              f"({round(result['confident'] * result['n'])}/{result['n']}), FD {result['fd']:.2f}, "
+              f"blobs {result['blobs']} -> {'CLEAN' if result['clean'] else 'not clean'}", flush=True)
+        results.append(result)
+    if len(results) > 1:
+        both = pooled(results, cfg["clean_fraction"], cfg["fd_bound"])
+        print(f"pooled {len(results)} grids ({both['n']} samples): confident {both['confident']:.3f} "
+              f"({round(both['confident'] * both['n'])}/{both['n']}), mean FD {both['fd']:.2f} -> "
+              f"{'CLEAN' if both['clean'] else 'not clean'}", flush=True)
+    return results
+
+
 def main(argv: list[str]) -> list[dict]:
     cfg = parse(argv)
     torch.set_num_threads(cfg["threads"])
+    if cfg["grids"]:
+        return rescore(cfg)
     if cfg["ckpt"] not in SOURCES and not Path(cfg["ckpt"]).exists():
         fail(f"ckpt={cfg['ckpt']} does not exist")
     mnist = Path(cfg["mnist"])

@@ -163,3 +163,36 @@ def test_a_grid_reads_back_as_its_images(tmp_path):
     assert (back - images).abs().max() <= 1 / 255 + 1e-6     # 8-bit rounding only
     with pytest.raises(ValueError, match="a grid of 64 images, not 65"):
         prior_clean.grid_images(tmp_path / "g.png", 65)
+
+
+def test_saved_grids_are_scored_again_as_the_draws_they_hold(mnist, quick_net, tmp_path,
+                                                            monkeypatch, capsys):
+    """grids= rechecks committed draws with this machine's classifier, without checkpoints."""
+    root, images, _ = mnist
+    monkeypatch.setattr(study, "classifier", lambda images, labels, cache, **kw: quick_net)
+    reference = reference_of(quick_net, images)
+    draws = [images[64 * k:64 * (k + 1)] for k in range(2)]   # real digits of 0-127
+    for k, draw in enumerate(draws):
+        prior_clean.save_grid(draw, tmp_path / f"run_step1_ema_100_seed{k}.png")
+    results = prior_clean.main([f"grids={tmp_path / 'run_step1_*_seed*.png'}", f"mnist={root}",
+                                "clean_fraction=0.5", "fd_bound=1e6"])
+    for draw, result in zip(draws, results, strict=True):
+        again = prior_clean.score(prior_clean.grid_images(Path(result["source"]), 64), quick_net,
+                                  reference)
+        assert result["confident"] == again["confident"] and result["fd"] == pytest.approx(again["fd"])
+        assert abs(result["confident"] - prior_clean.score(draw, quick_net, reference)["confident"]) \
+            <= 2 / 64    # 8-bit rounding moves at most a read or two
+        assert result["blobs"] == 0 and result["clean"]
+    out = capsys.readouterr().out
+    assert "pooled 2 grids (128 samples)" in out and "CLEAN" in out
+    assert not list(tmp_path.glob("*.json"))   # rescoring writes nothing
+
+
+def test_grids_that_match_nothing_or_with_ckpt_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as nothing:
+        prior_clean.main([f"grids={tmp_path / '*.png'}"])
+    with pytest.raises(SystemExit) as both:
+        prior_clean.main(["ckpt=real", f"grids={tmp_path / '*.png'}"])
+    assert nothing.value.code == 2 and both.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "matches no file" in lines[0] and "not both" in lines[1]

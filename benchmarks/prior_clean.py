@@ -49,6 +49,7 @@ repeats=200 data=digits`` the same way: see ``BOUNDS``.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import sys
@@ -152,6 +153,17 @@ def score(images: torch.Tensor, net: study.DigitCNN, reference: tuple[torch.Tens
             "fd": float(fd), "classes": np.bincount(digit[sure].numpy(), minlength=10).tolist()}
 
 
+def classifier_digest(net: torch.nn.Module) -> str:
+    """The first 12 hex digits of the sha256 of the classifier's weights: the classifier is
+    trained on each machine on first use and is not bitwise the same across machines or thread
+    counts, so every score names the classifier that made it."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def blobs(images: torch.Tensor, brightness: float) -> int:
     """How many of (N, C, H, W) images in [-1, 1] have a mean brightness (in [0, 1]) above
     ``brightness``: the blobs on grey backgrounds that an early prior draws, some of which the
@@ -237,6 +249,17 @@ def grid_images(path: Path, count: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- main
+def scorer(cfg: dict, size: tuple[int, int]):
+    """(real training digits, the classifier, the Fréchet reference (mu, sigma), the
+    classifier's digest) for ``cfg``'s data at ``size``; names the classifier on stdout."""
+    train, net, held = digit_sets(cfg["data"], size, Path(cfg["mnist"]), Path(cfg["cache"]))
+    with torch.no_grad():
+        ref = net.features(held).double()
+    digest = classifier_digest(net)
+    print(f"classifier {digest} (cache={cfg['cache']})", flush=True)
+    return train, net, (ref.mean(0), torch.cov(ref.T)), digest
+
+
 def rescore(cfg: dict) -> list[dict]:
     """``grids=``: score saved draws again with this machine's classifier; print, write nothing."""
     paths = sorted(Path(path) for path in glob.glob(cfg["grids"]))
@@ -251,14 +274,12 @@ def rescore(cfg: dict) -> list[dict]:
     size = tuple(images[0].shape[-2:])
     if any(tuple(i.shape[-2:]) != size for i in images) or images[0].shape[1] != 1:
         fail(f"grids={cfg['grids']}: the grids must all be grey and of one image size")
-    _, net, held = digit_sets(cfg["data"], size, Path(cfg["mnist"]), Path(cfg["cache"]))
-    with torch.no_grad():
-        ref = net.features(held).double()
-    reference = (ref.mean(0), torch.cov(ref.T))
+    _, net, reference, digest = scorer(cfg, size)
     results = []
     for path, samples in zip(paths, images, strict=True):
         result = score(samples, net, reference, cfg["confidence"])
-        result.update(source=str(path), blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
+        result.update(source=str(path), classifier=digest,
+                      blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
                       clean=is_clean(result, cfg["clean_fraction"], cfg["fd_bound"]))
         print(f"{path}: confident {result['confident']:.2f} "
               f"({round(result['confident'] * result['n'])}/{result['n']}), FD {result['fd']:.2f}, "
@@ -275,13 +296,13 @@ def rescore(cfg: dict) -> list[dict]:
 def main(argv: list[str]) -> list[dict]:
     cfg = parse(argv)
     torch.set_num_threads(cfg["threads"])
+    mnist = Path(cfg["mnist"])
+    if cfg["data"] == "mnist" and not (mnist / "t10k-images-idx3-ubyte.gz").is_file():
+        fail(f"mnist={mnist} has no t10k-images-idx3-ubyte.gz: point mnist= at the MNIST files")
     if cfg["grids"]:
         return rescore(cfg)
     if cfg["ckpt"] not in SOURCES and not Path(cfg["ckpt"]).exists():
         fail(f"ckpt={cfg['ckpt']} does not exist")
-    mnist = Path(cfg["mnist"])
-    if cfg["data"] == "mnist" and not (mnist / "t10k-images-idx3-ubyte.gz").is_file():
-        fail(f"mnist={mnist} has no t10k-images-idx3-ubyte.gz: point mnist= at the MNIST files")
     prior = None
     if cfg["ckpt"] not in SOURCES:
         try:
@@ -292,10 +313,7 @@ def main(argv: list[str]) -> list[dict]:
             fail(f"{cfg['ckpt']} is a {prior.channels}-channel prior; this metric is for grey "
                  f"digit priors")
     size = tuple(prior.image_size) if prior is not None else (cfg["size"], cfg["size"])
-    train, net, held = digit_sets(cfg["data"], size, mnist, Path(cfg["cache"]))
-    with torch.no_grad():
-        ref = net.features(held).double()
-    reference = (ref.mean(0), torch.cov(ref.T))
+    train, net, reference, digest = scorer(cfg, size)
 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -323,6 +341,7 @@ def main(argv: list[str]) -> list[dict]:
                       weights=prior.weights if prior is not None else None,
                       seconds=round(seconds, 1), fd_bound=cfg["fd_bound"],
                       clean_fraction=cfg["clean_fraction"], data=cfg["data"],
+                      classifier=digest,
                       blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
                       clean=is_clean(result, cfg["clean_fraction"], cfg["fd_bound"]))
         name = cfg["name"] or (Path(cfg["ckpt"]).stem if prior is not None else cfg["ckpt"])

@@ -88,6 +88,7 @@ def test_samples_are_seeded_per_item_and_the_run_writes_its_grid(mnist, quick_ne
     saved = json.loads((tmp_path / "a" / "tiny_raw_4_seed3.json").read_text())
     assert saved["clean"] is False and saved["respacing"] == "4" and saved["n"] == 5
     assert 0.0 <= saved["confident"] <= 1.0 and saved["fd"] > 0
+    assert saved["classifier"] == prior_clean.classifier_digest(quick_net)   # names its classifier
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
@@ -183,6 +184,7 @@ def test_saved_grids_are_scored_again_as_the_draws_they_hold(mnist, quick_net, t
         assert abs(result["confident"] - prior_clean.score(draw, quick_net, reference)["confident"]) \
             <= 2 / 64    # 8-bit rounding moves at most a read or two
         assert result["blobs"] == 0 and result["clean"]
+        assert result["classifier"] == prior_clean.classifier_digest(quick_net)
     out = capsys.readouterr().out
     assert "pooled 2 grids (128 samples)" in out and "CLEAN" in out
     assert not list(tmp_path.glob("*.json"))   # rescoring writes nothing
@@ -190,9 +192,21 @@ def test_saved_grids_are_scored_again_as_the_draws_they_hold(mnist, quick_net, t
 
 def test_grids_that_match_nothing_or_with_ckpt_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as nothing:
-        prior_clean.main([f"grids={tmp_path / '*.png'}"])
+        prior_clean.main([f"grids={tmp_path / '*.png'}", f"mnist={tmp_path}", "data=digits"])
     with pytest.raises(SystemExit) as both:
         prior_clean.main(["ckpt=real", f"grids={tmp_path / '*.png'}"])
     assert nothing.value.code == 2 and both.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "matches no file" in lines[0] and "not both" in lines[1]
+
+
+def test_a_classifier_digest_tells_retrained_weights_apart():
+    torch.manual_seed(0)
+    net = study.DigitCNN(SIZE)
+    same = study.DigitCNN(SIZE)
+    same.load_state_dict(net.state_dict())
+    assert prior_clean.classifier_digest(net) == prior_clean.classifier_digest(same)
+    with torch.no_grad():
+        same.head.bias[0] += 1e-7     # one rounding-sized difference, as a retrain on other cores
+    assert prior_clean.classifier_digest(net) != prior_clean.classifier_digest(same)
+    assert len(prior_clean.classifier_digest(net)) == 12

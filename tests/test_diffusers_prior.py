@@ -249,9 +249,13 @@ def test_learned_variance_channels_come_back_as_their_log(tmp_path):
     x, t = torch.randn(1, 3, 16, 16), torch.tensor([300])
     with torch.no_grad():
         ours, theirs = prior.model(x, t), reference(x, t).sample
+        raw = prior.model.unet(x, t).sample    # the wrapped network's own output
     assert prior.diffusion.var_type == "learned" and prior.model.variance_to_log
-    assert torch.equal(ours[:, :3], theirs[:, :3])
-    torch.testing.assert_close(ours[:, 3:], theirs[:, 3:].clamp(min=1e-20).log())
+    assert torch.equal(ours[:, :3], raw[:, :3])
+    assert torch.equal(ours[:, 3:], raw[:, 3:].clamp(min=1e-20).log())
+    # two instances of one diffusers UNet with equal weights agree bit for bit on some CPUs and
+    # to float rounding on others (1.9e-6 of 3.1 seen on an AMD EPYC)
+    torch.testing.assert_close(raw, theirs)
 
 
 # ---------------------------------------------------------------- refusals

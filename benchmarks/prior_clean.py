@@ -296,13 +296,13 @@ def rescore(cfg: dict) -> list[dict]:
 def main(argv: list[str]) -> list[dict]:
     cfg = parse(argv)
     torch.set_num_threads(cfg["threads"])
+    if cfg["ckpt"] and cfg["ckpt"] not in SOURCES and not Path(cfg["ckpt"]).exists():
+        fail(f"ckpt={cfg['ckpt']} does not exist")
     mnist = Path(cfg["mnist"])
     if cfg["data"] == "mnist" and not (mnist / "t10k-images-idx3-ubyte.gz").is_file():
         fail(f"mnist={mnist} has no t10k-images-idx3-ubyte.gz: point mnist= at the MNIST files")
     if cfg["grids"]:
         return rescore(cfg)
-    if cfg["ckpt"] not in SOURCES and not Path(cfg["ckpt"]).exists():
-        fail(f"ckpt={cfg['ckpt']} does not exist")
     prior = None
     if cfg["ckpt"] not in SOURCES:
         try:

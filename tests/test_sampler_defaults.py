@@ -101,8 +101,10 @@ def test_sample_yaml_comments_state_the_defaults():
         calls = re.search(r"-> (\d+) calls", line.group(1))
         if calls:
             assert int(calls.group(1)) == default_calls(name), f"sample.yaml: {name}'s calls"
-    auto = re.search(r"steps: auto .*\(([^)]*)\)", text.replace("\n", " "))
-    for names, value in re.findall(r"([\w/]+) (\d+)", auto.group(1)):
+    auto = re.search(r"^steps: auto[^(]*\(([^)]*)\)", text, re.M)
+    stated = re.findall(r"([\w/]+) (\d+)", auto.group(1).replace("#", " "))
+    assert {n for names, _ in stated for n in names.split("/")} == set(SAMPLERS)
+    for names, value in stated:
         for name in names.split("/"):
             assert default_steps(name) == int(value), f"sample.yaml steps: auto, {name}"
 

@@ -64,7 +64,7 @@ def inpaint(model, diffusion, x0: torch.Tensor, mask: torch.Tensor, *, sampler: 
         sampler: a name of ``SAMPLERS`` (repaint, ddpm, ddim, ddnm, diffpir).
         steps: respace the diffusion to this many steps first (e.g. 250 of 1000, "ddim50");
             None = the sampler's default (repaint/ddpm/ddim: the diffusion as given, ddnm 100,
-            diffpir 20 on the quadratic skip).
+            diffpir 100 on the quadratic skip).
         jump_length, jump_n_sample, start_resampling: RePaint's j, r / DDNM's L, r.
         eta, step, skip, zeta, inner_loops, lambda_, sigma_n: see :class:`SamplerOptions`
             and ``samplers``' table; None = the sampler's default.

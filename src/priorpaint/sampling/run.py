@@ -47,6 +47,7 @@ from .options import (
     describe_plan,
     output_path,
     plan,
+    study_hint,
 )
 from .run_record import check_resumable, write_record
 from .samplers import DEFAULT_STEPS
@@ -119,6 +120,9 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
     prior = open_prior(options.ckpt, options.use_ema)
     the_plan = plan(options, prior)
     log.info("%s", describe_plan(the_plan))
+    hint = study_hint(options)
+    if hint:
+        log.info("%s", hint)
 
     out = Path(options.out)
     if options.conditional:

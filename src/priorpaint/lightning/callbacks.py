@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from ..atomic import atomic_write
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 from ..seeding import Stream, stream_seed
@@ -120,7 +121,8 @@ class SampleGridCallback(pl.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
             path = folder / f"{name}.png"
-            save_image(grid.cpu(), path)
+            cpu = grid.cpu()
+            atomic_write(path, lambda handle, cpu=cpu: save_image(cpu, handle, format="png"))
             self.last_paths[name] = path
             for logger in trainer.loggers:
                 experiment = getattr(logger, "experiment", None)

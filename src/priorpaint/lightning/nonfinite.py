@@ -23,6 +23,7 @@ sync per save.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 
 import lightning.pytorch as pl
@@ -92,17 +93,20 @@ def check_optimizer_config(optimizer: Mapping, grad_clip=None) -> None:
 def _beta1(optimizer: Mapping) -> float | None:
     """``betas[0]`` as configured, else the optimizer class's default (None: no betas)."""
     betas = optimizer.get("betas")
-    if betas is None:
-        import inspect
-
+    if betas is None and optimizer.get("_target_"):
         from hydra.utils import get_class
+        target = str(optimizer["_target_"])
         try:
-            default = inspect.signature(get_class(str(optimizer["_target_"]))).parameters.get("betas")
-        except Exception:   # an unknown target is named by instantiate, with its own message
-            return None
+            default = inspect.signature(get_class(target)).parameters.get("betas")
+        except Exception as error:   # (hydra wraps ImportError/AttributeError in its own)
+            raise UserError(f"module.optimizer._target_={target} is not a class that can be "
+                            f"imported ({type(error.__cause__ or error).__name__}); give e.g. "
+                            "torch.optim.AdamW") from None
         betas = default.default if default is not None else None
+    if betas is None or betas is inspect.Parameter.empty:
+        return None
     try:
-        return float(betas[0]) if betas is not None else None
+        return float(betas[0])
     except (TypeError, ValueError, IndexError):
         raise UserError(f"module.optimizer.betas={betas!r} must be two numbers such as "
                         "[0.9, 0.999]") from None

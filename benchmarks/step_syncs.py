@@ -7,7 +7,8 @@ GPU->host sync or loop in Python next to the network's own forward and backward.
 Runs the step as Lightning does in automatic optimisation (training_step, backward, the
 module's gradient clipping with its finite check, AdamW, EMA update) on a fixed batch, each
 part under ``record_function``; prints per-part CPU ms per step and share of the step. On a
-GPU the same parts also stall the launch queue: ``bool(isfinite(norm))`` once per step,
+GPU the same parts also stall the launch queue: ``bool(isfinite(norm) & isfinite(loss))``
+once per step (the non-finite policy reads that one host boolean; no sync of its own),
 ema-pytorch's ``.item()`` on its step / initted buffers (3 per update), and the per-example
 reseeds of t and noise (2 x batch generator seeds + small kernels).
 """

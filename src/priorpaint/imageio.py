@@ -11,13 +11,14 @@ with the caller.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_write
 
 __all__ = ["IMAGE_SUFFIXES", "DECODE_ERRORS", "LEVELS", "list_files", "list_images", "decode",
            "read_image", "read_pixels", "image_size", "array_to_image", "save_png", "to_uint8", "from_uint8"]
@@ -111,16 +112,13 @@ def array_to_image(pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image
 def save_png(image: Image.Image | np.ndarray, path) -> Path:
     """Write ``image`` (PIL, or uint8 (H, W, 1|3|4)) as a lossless PNG at ``path``, atomically.
 
-    The file is written under a hidden temporary name and renamed, so a crash never leaves a
-    truncated file under the final name (and listings skip the temporary one).
+    The file is written under a hidden temporary name and renamed (:func:`priorpaint.atomic.
+    atomic_write`), so a crash never leaves a truncated file under the final name (and listings
+    skip the temporary one); a full disk ends in a UserError naming ``path``.
     """
     if isinstance(image, np.ndarray):
         image = array_to_image(image) if image.shape[-1] in (1, 3) else Image.fromarray(image)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ from .callbacks import SampleGridCallback, ShardStatsLogger, StepCheckpoint
 from .ema import build_emas, parse_rates
 from .lr_schedule import WarmupDecay
 from .module import DiffusionPriorModule
+from .nonfinite import NonFinitePolicy
 from .preemption import PreemptionCheckpoint
 
-__all__ = ["DiffusionPriorModule", "PreemptionCheckpoint", "SampleGridCallback",
+__all__ = ["DiffusionPriorModule", "NonFinitePolicy", "PreemptionCheckpoint", "SampleGridCallback",
            "ShardStatsLogger", "StepCheckpoint", "WarmupDecay", "build_emas", "parse_rates"]

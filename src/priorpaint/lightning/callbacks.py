@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from ..atomic import atomic_write
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 from ..seeding import Stream, stream_seed
@@ -120,7 +121,8 @@ class SampleGridCallback(pl.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
             path = folder / f"{name}.png"
-            save_image(grid.cpu(), path)
+            cpu = grid.cpu()
+            atomic_write(path, lambda handle, cpu=cpu: save_image(cpu, handle, format="png"))
             self.last_paths[name] = path
             for logger in trainer.loggers:
                 experiment = getattr(logger, "experiment", None)
@@ -133,7 +135,16 @@ class StepCheckpoint(ModelCheckpoint):
 
     With a never-ending data stream there is no epoch end to trigger a save, so without this
     the last ``max_steps % every_n_train_steps`` steps would be lost.
+
+    No checkpoint is written right after a skipped step (non-finite loss or gradient norm, see
+    ``nonfinite.py``): ``last.ckpt`` stays the state after the last step that was taken, which
+    is what a diverging run's error message tells the user to resume from.
     """
+
+    def _should_skip_saving_checkpoint(self, trainer) -> bool:
+        module = trainer.lightning_module
+        return super()._should_skip_saving_checkpoint(trainer) \
+            or bool(getattr(module, "last_step_skipped", False))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer):

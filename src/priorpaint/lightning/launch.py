@@ -100,10 +100,50 @@ def _share_cores(trainer: pl.Trainer, explicit: bool) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
 
 
-def _instantiate_group(group: DictConfig | None) -> list:
+def config_error(error: Exception, key: str) -> Exception:
+    """A config the user wrote wrong as one UserError line; anything else unchanged (a bug).
+
+    Hydra wraps what a ``_target_`` raises in an InstantiationException: its cause decides.
+    priorpaint's own ValueErrors already name the key and the fix; an unknown class or keyword
+    (ImportError, AttributeError, TypeError) and Lightning's MisconfigurationException are
+    named with Hydra's message and the config key.
+    """
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from ..cli import USER_ERRORS, UserError, one_line
+
+    cause = error.__cause__ if isinstance(error, InstantiationException) else error
+    if isinstance(cause, USER_ERRORS) and not isinstance(cause, UnicodeError):
+        return UserError(one_line(cause))
+    if isinstance(error, InstantiationException) or isinstance(cause, MisconfigurationException):
+        if cause is None or isinstance(cause, (ImportError, AttributeError, TypeError,
+                                               MisconfigurationException)):
+            text = one_line(error)
+            if cause is not None and str(cause) not in text:
+                text += f": {one_line(cause)}"
+            return UserError(f"{key}: {text}" if "full_key" not in text else text)
+    return error
+
+
+def _build(node, key: str, **kwargs):
+    """``instantiate(node)`` whose config mistakes end in one line naming ``key``."""
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except (InstantiationException, MisconfigurationException) as error:
+        converted = config_error(error, key)
+        if converted is error:
+            raise
+        raise converted from None
+
+
+def _instantiate_group(group: DictConfig | None, name: str) -> list:
     if not group:
         return []
-    return [instantiate(node) for node in group.values()
+    return [_build(node, f"{name}.{key}") for key, node in group.items()
             if isinstance(node, DictConfig) and "_target_" in node]
 
 
@@ -184,7 +224,7 @@ def _fit(cfg: DictConfig) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _build(cfg.data, "data")
     datamodule.setup("fit")
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg["data_info"] = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True)
@@ -197,12 +237,12 @@ def _fit(cfg: DictConfig) -> TrainResult:
     if prior is not None:
         _load_init_weights(module, prior, cfg.init_from)
 
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers = _instantiate_group(cfg.get("logger"), "logger")
     from .preemption import trainer_plugins  # atomic checkpoints; no requeue inside a signal
 
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          plugins=trainer_plugins())
+    trainer = _build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+                     plugins=trainer_plugins())
     _share_cores(trainer, explicit=bool(cfg.get("num_threads")))
     if trainer.is_global_zero:
         print(f"[priorpaint] data: {datamodule.describe()}; network: "

@@ -7,8 +7,9 @@ What it adds to a plain training step, and why:
 - The network may run in bf16/fp16 (Lightning's ``precision``), but its output is cast to
   float32 and the diffusion maths runs outside autocast: the VLB term is a KL of nearly
   equal Gaussians and does not survive half precision.
-- A step whose gradients are not finite is skipped (gradients dropped before AdamW sees
-  them), logged and counted; the EMA is updated only after steps that were taken.
+- A step whose loss or gradient norm is not finite is skipped (gradients dropped before AdamW
+  sees them), logged and counted; the EMA is updated only after steps that were taken. What
+  happens after many in a row, and to checkpoints, is ``nonfinite.NonFinitePolicy``'s.
 - The checkpoint carries ``checkpoint["priorpaint"]`` (configs, geometry, EMA weights) so it
   alone rebuilds the prior, and the timestep sampler's loss history so resume is exact.
 """
@@ -31,6 +32,7 @@ from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampl
 from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
+from .nonfinite import check_optimizer_config
 from .stats import QuartileMeans
 from .steps import OptimizerStepGate
 from .training_noise import draw_t_and_noise, example_seeds
@@ -89,6 +91,7 @@ class DiffusionPriorModule(pl.LightningModule):
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
         self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
+        check_optimizer_config(self.optimizer_cfg, grad_clip)
         self.lr_schedule_cfg = {**_DEFAULT_LR_SCHEDULE, **(lr_schedule or {})}
         self.grad_clip = float(grad_clip) if grad_clip else None
         self.seed, self.log_every_n_steps = int(seed), max(1, int(log_every_n_steps))
@@ -97,6 +100,7 @@ class DiffusionPriorModule(pl.LightningModule):
         self._grad_norms: list[torch.Tensor] = []
         self._skipped_steps = 0
         self._step_skipped = False
+        self._losses_finite: torch.Tensor | None = None   # device-side, over a step's micro-batches
         self._clock: tuple[float, int] | None = None
         self._gate = OptimizerStepGate()
 
@@ -154,6 +158,8 @@ class DiffusionPriorModule(pl.LightningModule):
             self.timestep_sampler.update_with_local_losses(t[finite], per_example[finite])
         self.stats.update(t, {k: v * weights for k, v in losses.items()})
         loss = (losses["loss"] * weights).mean()
+        finite = torch.isfinite(loss.detach())   # read with the grad norm's check: no extra sync
+        self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
@@ -166,19 +172,27 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None) -> None:
-        """Clip to ``grad_clip``, record the pre-clip norm, and skip non-finite steps."""
+        """Clip to ``grad_clip``, record the pre-clip norm, and skip non-finite steps.
+
+        The loss and the norm are judged in one device-side expression, so the skip costs the
+        one host sync per optimizer step that the norm check always took.
+        """
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = gradient_clip_val or self.grad_clip or math.inf
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if isinstance(norm, DTensor):  # FSDP: the norm over all shards, the same on every rank
             norm = norm.full_tensor()
-        if not bool(torch.isfinite(norm)):
+        finite = torch.isfinite(norm)
+        if self._losses_finite is not None:
+            finite = finite & self._losses_finite.to(finite.device)
+            self._losses_finite = None
+        if not bool(finite):
             # Dropping the gradients makes AdamW (and GradScaler) leave weights and moments alone.
             for p in params:
                 p.grad = None
             self._step_skipped = True
             self._skipped_steps += 1
-            log.warning("step %d: non-finite gradient norm (%s); optimizer step skipped "
+            log.warning("step %d: non-finite loss or gradient norm (%s); optimizer step skipped "
                         "(%d skipped so far)", self.global_step, norm.item(), self._skipped_steps)
         else:
             self._grad_norms.append(norm.detach())
@@ -189,6 +203,11 @@ class DiffusionPriorModule(pl.LightningModule):
         if not self._step_skipped:
             for ema in self.emas:
                 ema.update()
+
+    @property
+    def last_step_skipped(self) -> bool:
+        """Whether the latest optimizer step was skipped (non-finite loss or gradient norm)."""
+        return self._step_skipped
 
     def on_train_start(self) -> None:
         self._gate.reset(self.trainer)

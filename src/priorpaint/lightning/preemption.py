@@ -38,6 +38,7 @@ import torch.distributed as dist
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..atomic import atomic_write
 from .steps import OptimizerStepGate
 
 __all__ = ["PreemptionCheckpoint", "AtomicCheckpointIO", "trainer_plugins", "slurm_job_id"]
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into ``.<name>.tmp`` beside the target, then ``os.replace`` onto it.
+    """``torch.save`` into ``.<name>.partial`` beside the target, fsync, then ``os.replace``.
 
     Lightning's default writes through fsspec into the system temp folder and *moves* the file
     to the run folder; when that is another filesystem (a cluster's shared disk) the move is a
@@ -58,14 +59,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        # a full disk or a forbidden folder: one line naming the checkpoint (priorpaint.atomic)
+        atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
 def trainer_plugins() -> list:

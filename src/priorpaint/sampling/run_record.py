@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..atomic import atomic_write
 from .item_noise import item_seed
 from .labels import class_labels
 from .options import Job, RunOptions
@@ -105,6 +106,5 @@ def write_record(path: Path, job: Job, ckpt_sha: str, *, processes: int = 1, res
         "versions": {"priorpaint": priorpaint.__version__, "torch": str(torch.__version__),
                      "python": platform.python_version()},
     }
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    tmp.replace(path)
+    text = yaml.safe_dump(record, sort_keys=False).encode()
+    atomic_write(path, lambda handle: handle.write(text))

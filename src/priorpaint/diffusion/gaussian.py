@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import coefficients
 from .beta_schedules import betas_for, betas_for_kept_steps, space_timesteps
 from .gaussian_likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
@@ -84,16 +85,15 @@ class GaussianDiffusion:
         self.log_one_minus_alphas_cumprod = torch.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
-        # β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t): the variance of q(x_{t-1} | x_t, x_0).
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_variance = coefficients.posterior_variance(
+            self.alphas_cumprod, self.alphas_cumprod_prev, betas)
         # β̃_0 is exactly 0; its log is replaced by log β̃_1 so the log-variance stays finite.
         clipped = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         self.posterior_log_variance_clipped = torch.log(clipped) if self.num_timesteps > 1 \
             else torch.log(betas)  # a one-step chain has no β̃_1; its posterior is x_0 itself
-        self.posterior_mean_coef1 = (betas * self.alphas_cumprod_prev.sqrt()
-                                     / (1.0 - self.alphas_cumprod))
-        self.posterior_mean_coef2 = ((1.0 - self.alphas_cumprod_prev) * alphas.sqrt()
-                                     / (1.0 - self.alphas_cumprod))
+        self.posterior_mean_coef1, self.posterior_mean_coef2 = \
+            coefficients.posterior_mean_coefficients(self.alphas_cumprod,
+                                                     self.alphas_cumprod_prev, betas)
         self.log_betas = torch.log(betas)
         # fixed_large uses β_t, except at t = 0 where β̃_1 gives a better decoder likelihood.
         large = torch.cat([self.posterior_variance[1:2], betas[1:]]) \
@@ -253,8 +253,7 @@ class GaussianDiffusion:
         if self.var_type == "learned_range":
             low = self._coef("posterior_log_variance_clipped", t, x_t)   # v = -1: β̃_t
             high = self._coef("log_betas", t, x_t)                        # v = +1: β_t
-            fraction = (var_output.to(low.dtype) + 1.0) / 2.0
-            return fraction * high + (1.0 - fraction) * low
+            return coefficients.learned_range_log_variance(var_output.to(low.dtype), low, high)
         name = ("posterior_log_variance_clipped" if self.var_type == "fixed_small"
                 else "log_large_variance")
         return self._coef(name, t, x_t).expand_as(x_t)

@@ -188,10 +188,28 @@ class GaussianDiffusion:
             return original.to(torch.float32) * (1000.0 / self.original_num_steps)
         return original
 
+    def model_output_channels(self, channels: int) -> int:
+        """How many channels the network returns for ``channels``-channel images: the mean
+        part, and as many variance values again when the variance is learned."""
+        return 2 * channels if self.learns_variance else channels
+
+    def check_network_channels(self, out_channels: int, channels: int, where) -> None:
+        """Refuse a network whose output cannot fit this diffusion, naming ``where`` it came from.
+
+        Loaders call it when a prior is put together, so a mismatched file fails there with
+        the file's name instead of as a shape error at the first sampling step.
+        """
+        want = self.model_output_channels(channels)
+        if int(out_channels) != want:
+            raise ValueError(f"{where}: the network returns out_channels={out_channels}, but "
+                             f"var_type={self.var_type!r} needs {want} for {channels}-channel "
+                             f"images (out_channels = {'2 x ' if self.learns_variance else ''}"
+                             f"in_channels)")
+
     def split_model_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
         """(mean part, variance part or None) of the network's raw output, shapes checked."""
         channels = x_t.shape[1]
-        expected = 2 * channels if self.learns_variance else channels
+        expected = self.model_output_channels(channels)
         if model_output.shape[0] != x_t.shape[0] or model_output.shape[1] != expected \
                 or model_output.shape[2:] != x_t.shape[2:]:
             raise ValueError(

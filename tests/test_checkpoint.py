@@ -1,6 +1,10 @@
 """The checkpoint alone rebuilds network and diffusion (save_prior / load_prior / Lightning)."""
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ from priorpaint.cli import UserError
 from priorpaint.diffusion import GaussianDiffusion
 from priorpaint.models import UNet
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = tiny_unet_config(1, attention_resolutions=(2,), use_scale_shift_norm=True)
 DIFFUSION = {"schedule": "cosine", "steps": 50, "mean_type": "eps", "var_type": "learned_range",
              "loss": "hybrid"}
@@ -126,3 +131,45 @@ def test_torch_file_problem_reads_structure_only(tmp_path):
     assert "cut short" in torch_file_problem(_cut(path, tmp_path / "cut.pt", 5_000))
     (tmp_path / "text").write_text("hello")
     assert "neither a zip nor a legacy torch file" in torch_file_problem(tmp_path / "text")
+
+
+# -------------------------------------------------- every prior is assembled with one set of checks
+def test_a_network_whose_output_does_not_fit_the_diffusion_is_refused_naming_the_file(tmp_path):
+    fixed = {**DIFFUSION, "var_type": "fixed_small", "loss": "mse"}
+    path = save_prior(tmp_path / "mixed.pt", UNet(**TINY), GaussianDiffusion.from_config(fixed),
+                      8, 1)   # a 2-channel output (learned variance) under a fixed variance
+    with pytest.raises(ValueError, match=r"mixed\.pt: the network returns out_channels=2, but "
+                                         r"var_type='fixed_small' needs 1 for 1-channel images"):
+        load_prior(path)
+
+
+def test_an_image_size_the_network_cannot_take_is_refused_naming_the_file(tmp_path):
+    path = save_prior(tmp_path / "odd.pt", UNet(**TINY), GaussianDiffusion.from_config(DIFFUSION),
+                      (8, 7), 1)
+    with pytest.raises(ValueError, match=r"odd\.pt: input size H x W = 8 x 7 does not fit"):
+        load_prior(path)
+
+
+def _fresh_python(code: str) -> None:
+    result = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("order", [("checkpoint", "diffusers_prior"),
+                                   ("diffusers_prior", "checkpoint")])
+def test_the_loaders_import_in_either_order(order):
+    _fresh_python("\n".join(f"import priorpaint.{name}" for name in order))
+
+
+@pytest.mark.parametrize("module,below", [
+    ("weights_io", ("checkpoint", "diffusers_prior")),   # the leaf pulls in neither loader
+    ("diffusers_prior", ("checkpoint",)),                # parts, not Priors: no way back up
+])
+def test_imports_go_one_way_checkpoint_diffusers_prior_weights_io(module, below):
+    """checkpoint -> diffusers_prior -> weights_io, and no module-level import back up: an
+    import that closed the cycle would still pass the order test above, not this one."""
+    _fresh_python(f"import priorpaint.{module}\n"
+                  f"loaded = [m for m in {[f'priorpaint.{b}' for b in below]!r} "
+                  f"if m in sys.modules]\n"
+                  f"assert not loaded, f'priorpaint.{module} imports {{loaded}}'")

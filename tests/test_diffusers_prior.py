@@ -22,6 +22,7 @@ pytest.importorskip("safetensors", reason="the [diffusers] extra is not installe
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
+from priorpaint.convert import convert_diffusers  # noqa: E402
 from priorpaint.convert import main as convert_main  # noqa: E402
 from priorpaint.diffusion import GaussianDiffusion, betas_for  # noqa: E402
 from priorpaint.diffusion.from_diffusers import diffusion_config_from_scheduler  # noqa: E402
@@ -314,6 +315,24 @@ def test_latent_pipelines_are_refused(folder, tmp_path):
                                                                             "VQModel"]}))
     with pytest.raises(ValueError, match="vqvae"):
         load_prior(latent)
+
+
+def test_out_channels_that_do_not_fit_the_scheduler_are_refused_naming_the_config(tmp_path):
+    """A 3-channel-output UNet under a learned-variance scheduler: loading and converting
+    both stop before the network is built, naming the UNet's config.json."""
+    folder = edit_scheduler(save_folder(tmp_path / "f"), variance_type="learned_range")
+    want = r"unet[/\\]config\.json: the network returns out_channels=3, but var_type='learned_range'"
+    with pytest.raises(ValueError, match=want):
+        load_prior(folder)
+    with pytest.raises(ValueError, match=want):
+        convert_diffusers(folder, tmp_path / "out.ckpt")
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_an_image_size_the_unet_cannot_take_is_refused_naming_the_folder(folder, tmp_path):
+    with pytest.raises(ValueError, match=r"ddpm-tiny: input size H x W = 7 x 7 does not fit"):
+        convert_diffusers(folder, tmp_path / "out.ckpt", {"image_size": 7})
+    assert not (tmp_path / "out.ckpt").exists()
 
 
 # ---------------------------------------------------------------- convert, sample, train

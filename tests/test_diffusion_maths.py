@@ -11,6 +11,7 @@ from priorpaint.diffusion import (
     UniformSampler,
     betas_for,
     calc_bpd_loop,
+    coefficients,
     create_timestep_sampler,
     discretized_gaussian_log_likelihood,
     normal_kl,
@@ -131,6 +132,30 @@ def test_learned_range_endpoints_are_beta_and_posterior_variance():
         if v == -1.0:
             want[0] = diffusion.posterior_variance[1]   # index 0 uses β̃_1 (β̃_0 = 0)
         torch.testing.assert_close(variance[:, 0, 0, 0], want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("respacing", [None, "25"])
+def test_posterior_tables_are_the_coefficients_of_the_stored_betas(respacing):
+    """One home for the posterior: the tables are coefficients.py's functions bit for bit given
+    the chain's own β, and ᾱ alone (how the samplers call them) agrees to rounding."""
+    diffusion = GaussianDiffusion(betas_for("cosine", 100))
+    diffusion = diffusion.respace(respacing) if respacing else diffusion
+    ab, ab_prev, beta = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev, diffusion.betas
+    c1, c2 = coefficients.posterior_mean_coefficients(ab, ab_prev, beta)
+    assert torch.equal(c1, diffusion.posterior_mean_coef1)
+    assert torch.equal(c2, diffusion.posterior_mean_coef2)
+    assert torch.equal(coefficients.posterior_variance(ab, ab_prev, beta),
+                       diffusion.posterior_variance)
+    for derived, stored in zip((*coefficients.posterior_mean_coefficients(ab, ab_prev),
+                                coefficients.posterior_variance(ab, ab_prev)),
+                               (c1, c2, diffusion.posterior_variance), strict=True):
+        torch.testing.assert_close(derived, stored, rtol=1e-10, atol=1e-15)
+
+
+def test_learned_range_log_variance_interpolates_in_log_space():
+    low, high = torch.tensor(-6.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)
+    v = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    assert coefficients.learned_range_log_variance(v, low, high).tolist() == [-6.0, -4.0, -2.0]
 
 
 def test_fixed_variances_and_mean_types_recover_x0():

@@ -10,22 +10,28 @@ A priorpaint checkpoint is a dict with (at least)
 Keeping the network config, diffusion config and data geometry in the payload is what lets
 ``sample.py ckpt=...`` need no other flag, and keeping the first EMA rate's weights as a plain
 network state dict lets samplers load them without knowing anything about ema-pytorch.
+
+Every prior is put together here: a checkpoint's payload is read back, a diffusers folder's
+parts (:mod:`priorpaint.diffusers_prior`) go through :func:`prior_payload` first, and both
+end in the same checks and the same :class:`Prior`. Reading the files and hashing them is
+:mod:`priorpaint.weights_io`, the leaf both loaders stand on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .cli import UserError
+from .diffusers_prior import diffusers_parts, folder_sha256
+from .diffusion import GaussianDiffusion
+from .models import build_network
+from .weights_io import load_file, load_torch_file, sha256_of_file, torch_file_problem
 
-__all__ = ["Prior", "load_prior", "save_prior", "prior_payload", "load_torch_file",
-           "torch_file_problem", "file_sha256", "MODEL_PREFIX", "FORMAT"]
+__all__ = ["Prior", "load_prior", "load_diffusers_prior", "save_prior", "prior_payload",
+           "load_torch_file", "torch_file_problem", "file_sha256", "MODEL_PREFIX", "FORMAT"]
 
 FORMAT = 1
 MODEL_PREFIX = "model."
@@ -88,15 +94,10 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
         trusted: allow full unpickling (only for files you trust) when the checkpoint holds
             objects that ``weights_only`` loading refuses.
     """
-    from .diffusion import GaussianDiffusion
-    from .models import build_network
-
     path = Path(path)
     if path.is_dir():  # a diffusers folder: network and diffusion from its configs
-        from .diffusers_prior import load_diffusers_prior
-
         return load_diffusers_prior(path)
-    checkpoint = _load_file(path, map_location, trusted)
+    checkpoint = load_file(path, map_location, trusted=trusted)
     payload = checkpoint.get("priorpaint") if isinstance(checkpoint, dict) else None
     if not isinstance(payload, dict):
         raise ValueError(f"{path} is not a priorpaint checkpoint (it has no 'priorpaint' entry); "
@@ -127,93 +128,40 @@ def load_prior(path, use_ema: bool = True, map_location="cpu", *,
     except RuntimeError as e:
         raise ValueError(f"{path}: the {weights} weights do not fit the saved model_config "
                          f"({e})") from e
-    model.eval()
+    return _assembled(path, model, diffusion, payload, weights)
+
+
+def load_diffusers_prior(path, image_size=None) -> Prior:
+    """A :class:`Prior` straight from a diffusers folder (``image_size`` when config.json has
+    no ``sample_size``); its ``info`` is the payload a converted checkpoint of it holds."""
+    parts = diffusers_parts(path, image_size)
+    payload = prior_payload(parts.model, parts.diffusion, parts.image_size, parts.channels,
+                            extra=parts.extra)
+    return _assembled(Path(path), parts.model, parts.diffusion, payload, "raw")
+
+
+def _assembled(path: Path, model, diffusion, payload: dict, weights: str) -> Prior:
+    """The Prior of a loaded network, its diffusion and payload, once they are known to fit.
+
+    Network output channels against the diffusion's variance, and the image size against the
+    network's downsampling: both fail here, naming the file, not at the first sampling step.
+    """
+    channels = int(payload["channels"])
+    out_channels = dict(model.config).get("out_channels")
+    if out_channels is not None:
+        diffusion.check_network_channels(out_channels, channels, path)
     height, width = _pair(payload["image_size"])
-    return Prior(model=model, diffusion=diffusion, image_size=(height, width),
-                 channels=int(payload["channels"]), info=payload, weights=weights)
-
-
-def _load_file(path: Path, map_location, trusted: bool):
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return load_torch_file(path, map_location, trusted=trusted, what="checkpoint")
-
-
-def load_torch_file(path, map_location="cpu", *, trusted: bool = False,
-                    what: str = "checkpoint", mmap: bool = False):
-    """``torch.load`` that tells a broken file from a real one holding pickled objects.
-
-    torch answers a truncated or foreign file with whatever its parser trips on (OSError
-    [Errno 22], KeyError, "Unsupported operand", ...), and a sound file with objects in it
-    with the same UnpicklingError as some broken ones. So on failure the file's structure is
-    checked: only a complete torch file whose pickle names a global is worth ``trusted=True``.
-    """
-    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted,
-                          mmap=mmap and not _is_legacy(path))
-    except MemoryError:
-        raise
-    except Exception as e:   # any parser failure: say what the file is, not where torch tripped
-        broken = torch_file_problem(path)
-        if broken:
-            raise UserError(f"{path} is not a complete {what}: corrupt, truncated or another "
-                            f"format ({broken}); re-download or re-save it") from e
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
-            name = str(e).split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in str(e) else "?"
-            # a legacy file's tensor bytes follow its pickles unchecked: it may still be cut
-            kind = "legacy (pre-1.6) torch file" if _is_legacy(path) else "complete torch file"
-            raise UserError(f"{path} is a {kind} that holds pickled objects ({name}) "
-                            f"that safe (weights-only) loading refuses; only if you trust its "
-                            f"source, load it with priorpaint.checkpoint.load_prior(path, "
-                            f"trusted=True)") from e
-        raise UserError(f"{path}: torch.load failed: {first}") from e
-
-
-# what a legacy (pre-1.6, non-zip) torch.save file starts with: its pickled magic number
-LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
-
-
-def _is_legacy(path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
-
-
-def torch_file_problem(path) -> str | None:
-    """Why ``path`` cannot be a whole torch.save file, or None when its structure is sound.
-
-    Zip format (torch >= 1.6): the central directory sits at the end, so a cut file does not
-    open, and the archive must hold a data.pkl. Legacy format: the magic number, then the
-    pickles of protocol, sys info, object and storage keys must all parse to their STOP (the
-    raw tensor bytes after them are not checked).
-    """
-    import pickletools
-    import zipfile
-
-    with open(path, "rb") as f:
-        head = f.read(len(LEGACY_MAGIC))
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if not any(n.endswith("data.pkl") for n in archive.namelist()):
-                    return "a zip archive without data.pkl"
-        except (zipfile.BadZipFile, OSError, EOFError):
-            return "a zip archive cut short or damaged"
-        return None
-    if head == LEGACY_MAGIC:
-        with open(path, "rb") as f:
-            try:
-                for _ in range(5):
-                    for _op in pickletools.genops(f):
-                        pass
-            except Exception:   # genops raises ValueError and others on cut or bad data
-                return "a legacy torch file cut short or damaged"
-        return None
-    return "neither a zip nor a legacy torch file"
+        model.check_input_size(height, width)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    model.eval()
+    return Prior(model=model, diffusion=diffusion, image_size=(height, width),
+                 channels=channels, info=payload, weights=weights)
 
 
 def _pair(size) -> tuple[int, int]:
+    """(H, W) of an image size stored or given as one int (square) or a pair."""
     if isinstance(size, int):
         return size, size
     height, width = (int(s) for s in size)
@@ -225,12 +173,4 @@ def file_sha256(path) -> str:
 
     For a diffusers folder: the hash of the files it loads from.
     """
-    if Path(path).is_dir():
-        from .diffusers_prior import folder_sha256
-
-        return folder_sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return folder_sha256(path) if Path(path).is_dir() else sha256_of_file(path)

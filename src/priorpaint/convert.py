@@ -26,12 +26,14 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoint import load_torch_file, save_prior
+from .checkpoint import load_diffusers_prior, save_prior
 from .cli import report_user_errors
 from .diffusion import GaussianDiffusion
 from .models import unet_from_guided_diffusion, unet_from_improved_diffusion
+from .weights_io import load_torch_file
 
-__all__ = ["PRESETS", "DEFAULTS", "diffusion_config_from_flags", "convert", "main"]
+__all__ = ["PRESETS", "DEFAULTS", "diffusion_config_from_flags", "convert", "convert_diffusers",
+           "main"]
 
 # model_and_diffusion_defaults() of each reference's scripts: what an omitted flag meant;
 # plus in_channels, which the references hard-code to 3 and grey or multi-channel models patch.
@@ -116,8 +118,6 @@ def convert(source: str, state_dict_path, out_path, preset: str | None = None,
             overrides: dict | None = None) -> Path:
     """Convert one published checkpoint; returns the written path. See the module docstring."""
     if source == "diffusers":
-        from .diffusers_prior import convert_diffusers
-
         if preset is not None:
             raise ValueError("a diffusers folder carries its own configs: it takes no preset=")
         return convert_diffusers(state_dict_path, out_path, overrides)
@@ -162,6 +162,22 @@ def convert(source: str, state_dict_path, out_path, preset: str | None = None,
     size = int(flags["image_size"])
     return save_prior(out_path, model, diffusion, (size, size), model.config["in_channels"],
                       extra=extra)
+
+
+def convert_diffusers(path, out_path, overrides: dict | None = None) -> Path:
+    """Write a diffusers folder as a priorpaint checkpoint (``image_size=`` the only override).
+
+    The folder is loaded as :func:`~priorpaint.checkpoint.load_prior` loads it, so a converted
+    checkpoint passed the same checks and holds the same payload as the folder's ``Prior``.
+    """
+    overrides = dict(overrides or {})
+    image_size = overrides.pop("image_size", None)
+    if overrides:
+        raise ValueError(f"unknown option(s) {sorted(overrides)} for diffusers; the only one "
+                         f"is image_size= (when config.json has no sample_size)")
+    prior = load_diffusers_prior(path, image_size)
+    return save_prior(out_path, prior.model, prior.diffusion, prior.image_size, prior.channels,
+                      extra={k: prior.info[k] for k in ("source", "sampling")})
 
 
 def _parse_overrides(items: list[str]) -> dict:

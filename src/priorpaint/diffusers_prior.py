@@ -10,11 +10,15 @@ the same files flat in one folder. The network runs as a ``UNet2DModel`` behind
 config (:mod:`priorpaint.diffusion.from_diffusers`, which lists what is honoured, what is
 accepted unused and what is refused). Weights load without pickle from ``.safetensors``, and
 from ``.bin`` only through torch's weights-only loader.
+
+This module reads a folder into parts (network, diffusion, metadata: :func:`diffusers_parts`);
+:func:`priorpaint.checkpoint.load_diffusers_prior` assembles them into a ``Prior`` through
+``prior_payload`` like every other prior, and ``priorpaint.convert`` writes them as a checkpoint.
+It imports no loader above it, so ``checkpoint`` can import it at module level.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -22,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import FORMAT, NORMALIZATION, Prior, _load_file, save_prior
 from .diffusion import GaussianDiffusion
 from .diffusion.from_diffusers import diffusion_config_from_scheduler
 from .models.diffusers_unet import DiffusersUNet, check_unet_config
+from .weights_io import load_file, sha256_of_files
 
-__all__ = ["DiffusersFolder", "find_diffusers_folder",
-           "load_diffusers_prior", "convert_diffusers", "folder_sha256"]
+__all__ = ["DiffusersFolder", "DiffusersParts", "find_diffusers_folder", "diffusers_parts",
+           "load_weights", "folder_sha256"]
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # model_index.json components a pixel DDPM pipeline may have; anything else (vqvae, vae,
@@ -105,30 +109,12 @@ def _read_json(path: Path) -> dict:
 def folder_sha256(path) -> str:
     """One digest over the files a diffusers folder loads from (names and contents)."""
     folder = find_diffusers_folder(path)
-    digest = hashlib.sha256()
-    for file in folder.files:
-        digest.update(str(file.relative_to(folder.root)).encode() + b"\0")
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_files(folder.root, folder.files)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """A UNet state dict, float32, legacy attention names renamed; never unpickles objects."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError("reading .safetensors needs the safetensors package: pip install "
-                              "'priorpaint[diffusers]'") from e
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
-    else:
-        state = _load_file(path, "cpu", trusted=False)  # weights-only torch.load
+    state = load_file(path, "cpu", trusted=False)   # safetensors, or weights-only torch.load
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (name -> tensor)")
     renamed = {}
@@ -141,19 +127,24 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def _image_size(unet_config: dict, image_size, where: Path) -> tuple[int, int]:
-    size = image_size if image_size is not None else unet_config.get("sample_size")
-    if size is None:
-        raise ValueError(f"{where} has no sample_size: give the image size, e.g. "
-                         f"python -m priorpaint.convert diffusers FOLDER OUT image_size=256")
-    if isinstance(size, int):
-        return size, size
-    height, width = (int(s) for s in size)
-    return height, width
+@dataclass(frozen=True)
+class DiffusersParts:
+    """A diffusers folder in priorpaint's terms, before it becomes a ``Prior`` or a checkpoint.
+
+    ``image_size`` is as given (or config.json's ``sample_size``): an int or (H, W), parsed
+    where every prior's is, in ``prior_payload``. ``extra`` holds the payload entries only a
+    converted prior has: ``source`` (folder and both configs) and ``sampling`` hints.
+    """
+
+    model: DiffusersUNet
+    diffusion: GaussianDiffusion
+    image_size: int | tuple[int, int] | list[int]
+    channels: int
+    extra: dict
 
 
-def _build(path, image_size=None):
-    """(network with weights, diffusion, sampling hints, folder, configs) of a folder."""
+def diffusers_parts(path, image_size=None) -> DiffusersParts:
+    """Network with weights (eval mode), diffusion and metadata of a diffusers folder."""
     folder = find_diffusers_folder(path)
     unet_config = _read_json(folder.unet_config)
     scheduler_config = _read_json(folder.scheduler_config)
@@ -162,50 +153,27 @@ def _build(path, image_size=None):
                                                               str(folder.scheduler_config))
     diffusion = GaussianDiffusion.from_config(diffusion_config)
     channels = int(unet_config.get("in_channels", 3))
-    out = int(unet_config.get("out_channels", 3))
-    want = 2 * channels if diffusion.learns_variance else channels
-    if out != want:
-        raise ValueError(f"{folder.unet_config}: out_channels={out}, but the scheduler's "
-                         f"variance_type={scheduler_config.get('variance_type', 'fixed_small')!r}"
-                         f" needs {want} for in_channels={channels}")
-    size = _image_size(unet_config, image_size, folder.unet_config)
+    # before the network is built: its own variance_to_log check would name neither file
+    diffusion.check_network_channels(int(unet_config.get("out_channels", 3)), channels,
+                                     folder.unet_config)
+    size = image_size if image_size is not None else unet_config.get("sample_size")
+    if size is None:
+        raise ValueError(f"{folder.unet_config} has no sample_size: give the image size, e.g. "
+                         f"python -m priorpaint.convert diffusers FOLDER OUT image_size=256")
     model = DiffusersUNet(unet_config, variance_to_log=hints["variance_to_log"])
-    model.check_input_size(*size)
     state = load_weights(folder.weights)
     missing, unexpected = model.unet.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{folder.weights} does not fit {folder.unet_config}: missing "
                          f"{_first(missing)}; unexpected {_first(unexpected)}")
     model.eval()
-    sources = {"kind": "diffusers", "folder": str(folder.root), "unet_config": unet_config,
-               "scheduler_config": scheduler_config}
-    return model, diffusion, size, channels, {"clip_denoised": hints["clip_denoised"]}, sources
+    source = {"kind": "diffusers", "folder": str(folder.root), "unet_config": unet_config,
+              "scheduler_config": scheduler_config}
+    return DiffusersParts(model, diffusion, size, channels,
+                          {"source": source, "sampling": {"clip_denoised": hints["clip_denoised"]}})
 
 
 def _first(keys, n=4) -> str:
     keys = list(keys)
     return "[]" if not keys else ", ".join(keys[:n]) + (f" ... ({len(keys)})" if len(keys) > n
                                                           else "")
-
-
-def load_diffusers_prior(path, image_size=None) -> Prior:
-    """A :class:`~priorpaint.checkpoint.Prior` straight from a diffusers folder."""
-    model, diffusion, size, channels, sampling, source = _build(path, image_size)
-    info = {"format": FORMAT, "model_config": model.config,
-            "diffusion_config": diffusion.config, "image_size": list(size),
-            "channels": channels, "normalization": NORMALIZATION, "ema_state_dict": None,
-            "source": source, "sampling": sampling}
-    return Prior(model=model, diffusion=diffusion, image_size=size, channels=channels,
-                 info=info, weights="raw")
-
-
-def convert_diffusers(path, out_path, overrides: dict | None = None) -> Path:
-    """Write a diffusers folder as a priorpaint checkpoint (``image_size=`` the only override)."""
-    overrides = dict(overrides or {})
-    image_size = overrides.pop("image_size", None)
-    if overrides:
-        raise ValueError(f"unknown option(s) {sorted(overrides)} for diffusers; the only one "
-                         f"is image_size= (when config.json has no sample_size)")
-    model, diffusion, size, channels, sampling, source = _build(path, image_size)
-    return save_prior(out_path, model, diffusion, size, channels,
-                      extra={"source": source, "sampling": sampling})

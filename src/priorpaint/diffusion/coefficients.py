@@ -16,8 +16,8 @@ import torch
 __all__ = [
     "q_sample_coefficients", "renoise_coefficients", "x0_from_eps_coefficients",
     "x0_from_v_coefficients", "eps_from_x0_coefficients", "posterior_mean_coefficients",
-    "posterior_variance", "ddim_sigma", "ddim_coefficients", "zeta_mix_coefficients",
-    "diffpir_sigma", "diffpir_rho", "inpainting_proximal_weight",
+    "posterior_variance", "learned_range_log_variance", "ddim_sigma", "ddim_coefficients",
+    "zeta_mix_coefficients", "diffpir_sigma", "diffpir_rho", "inpainting_proximal_weight",
 ]
 
 
@@ -64,21 +64,48 @@ def eps_from_x0_coefficients(alpha_bar):
     return scale, alpha_bar.sqrt() * scale
 
 
-def posterior_mean_coefficients(alpha_bar, alpha_bar_prev):
+def posterior_mean_coefficients(alpha_bar, alpha_bar_prev, beta=None):
     """(c1, c2) of the true posterior mean μ̃_t = c1 · x_0 + c2 · x_t (Ho et al., eq. 7).
 
-    c1 = √ᾱ_{t-1} β_t / (1 - ᾱ_t), c2 = √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t), α_t = ᾱ_t / ᾱ_{t-1}.
+    c1 = √ᾱ_{t-1} β_t / (1 - ᾱ_t), c2 = √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t), α_t = 1 - β_t.
+    ``beta`` is the chain's own β_t where one is stored (``GaussianDiffusion``'s schedule):
+    ᾱ_t / ᾱ_{t-1} equals its 1 - β_t only to rounding, and the stored tables must not move by
+    a bit. Without it α_t = ᾱ_t / ᾱ_{t-1}, which holds for any respacing.
     """
     alpha_bar, alpha_bar_prev = _t(alpha_bar), _t(alpha_bar_prev)
-    alpha = alpha_bar / alpha_bar_prev
-    return (alpha_bar_prev.sqrt() * (1 - alpha) / (1 - alpha_bar),
+    alpha, beta = _chain_alpha_beta(alpha_bar, alpha_bar_prev, beta)
+    return (alpha_bar_prev.sqrt() * beta / (1 - alpha_bar),
             alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar))
 
 
-def posterior_variance(alpha_bar, alpha_bar_prev):
-    """β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t): the variance of q(x_{t-1} | x_t, x_0)."""
+def posterior_variance(alpha_bar, alpha_bar_prev, beta=None):
+    """β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t): the variance of q(x_{t-1} | x_t, x_0).
+
+    ``beta``: the chain's stored β_t, as in :func:`posterior_mean_coefficients`.
+    """
     alpha_bar, alpha_bar_prev = _t(alpha_bar), _t(alpha_bar_prev)
-    return (1 - alpha_bar / alpha_bar_prev) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    _, beta = _chain_alpha_beta(alpha_bar, alpha_bar_prev, beta)
+    return beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+
+
+def _chain_alpha_beta(alpha_bar, alpha_bar_prev, beta):
+    """(α_t, β_t) from the stored β_t when given, else from α_t = ᾱ_t / ᾱ_{t-1} (float64)."""
+    if beta is None:
+        alpha = alpha_bar / alpha_bar_prev
+        return alpha, 1 - alpha
+    beta = _t(beta)
+    return 1 - beta, beta
+
+
+def learned_range_log_variance(v, log_posterior_variance, log_beta):
+    """log σ² = f · log β_t + (1 - f) · log β̃_t with f = (v + 1) / 2 (Nichol & Dhariwal, eq. 15).
+
+    The network's variance output v ∈ [-1, 1] interpolates in log space between the two
+    bounds of the true reverse variance: v = -1 gives β̃_t (the posterior's), v = +1 gives β_t.
+    ``v`` is a tensor of the compute dtype; the bounds broadcast against it.
+    """
+    fraction = (v + 1.0) / 2.0
+    return fraction * log_beta + (1.0 - fraction) * log_posterior_variance
 
 
 def ddim_sigma(alpha_bar, alpha_bar_prev, eta):

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import coefficients
 from .beta_schedules import betas_for, betas_for_kept_steps, space_timesteps
 from .gaussian_likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
@@ -84,16 +85,15 @@ class GaussianDiffusion:
         self.log_one_minus_alphas_cumprod = torch.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
-        # β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t): the variance of q(x_{t-1} | x_t, x_0).
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_variance = coefficients.posterior_variance(
+            self.alphas_cumprod, self.alphas_cumprod_prev, betas)
         # β̃_0 is exactly 0; its log is replaced by log β̃_1 so the log-variance stays finite.
         clipped = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         self.posterior_log_variance_clipped = torch.log(clipped) if self.num_timesteps > 1 \
             else torch.log(betas)  # a one-step chain has no β̃_1; its posterior is x_0 itself
-        self.posterior_mean_coef1 = (betas * self.alphas_cumprod_prev.sqrt()
-                                     / (1.0 - self.alphas_cumprod))
-        self.posterior_mean_coef2 = ((1.0 - self.alphas_cumprod_prev) * alphas.sqrt()
-                                     / (1.0 - self.alphas_cumprod))
+        self.posterior_mean_coef1, self.posterior_mean_coef2 = \
+            coefficients.posterior_mean_coefficients(self.alphas_cumprod,
+                                                     self.alphas_cumprod_prev, betas)
         self.log_betas = torch.log(betas)
         # fixed_large uses β_t, except at t = 0 where β̃_1 gives a better decoder likelihood.
         large = torch.cat([self.posterior_variance[1:2], betas[1:]]) \
@@ -188,10 +188,28 @@ class GaussianDiffusion:
             return original.to(torch.float32) * (1000.0 / self.original_num_steps)
         return original
 
+    def model_output_channels(self, channels: int) -> int:
+        """How many channels the network returns for ``channels``-channel images: the mean
+        part, and as many variance values again when the variance is learned."""
+        return 2 * channels if self.learns_variance else channels
+
+    def check_network_channels(self, out_channels: int, channels: int, where) -> None:
+        """Refuse a network whose output cannot fit this diffusion, naming ``where`` it came from.
+
+        Loaders call it when a prior is put together, so a mismatched file fails there with
+        the file's name instead of as a shape error at the first sampling step.
+        """
+        want = self.model_output_channels(channels)
+        if int(out_channels) != want:
+            raise ValueError(f"{where}: the network returns out_channels={out_channels}, but "
+                             f"var_type={self.var_type!r} needs {want} for {channels}-channel "
+                             f"images (out_channels = {'2 x ' if self.learns_variance else ''}"
+                             f"in_channels)")
+
     def split_model_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
         """(mean part, variance part or None) of the network's raw output, shapes checked."""
         channels = x_t.shape[1]
-        expected = 2 * channels if self.learns_variance else channels
+        expected = self.model_output_channels(channels)
         if model_output.shape[0] != x_t.shape[0] or model_output.shape[1] != expected \
                 or model_output.shape[2:] != x_t.shape[2:]:
             raise ValueError(
@@ -253,8 +271,7 @@ class GaussianDiffusion:
         if self.var_type == "learned_range":
             low = self._coef("posterior_log_variance_clipped", t, x_t)   # v = -1: β̃_t
             high = self._coef("log_betas", t, x_t)                        # v = +1: β_t
-            fraction = (var_output.to(low.dtype) + 1.0) / 2.0
-            return fraction * high + (1.0 - fraction) * low
+            return coefficients.learned_range_log_variance(var_output.to(low.dtype), low, high)
         name = ("posterior_log_variance_clipped" if self.var_type == "fixed_small"
                 else "log_large_variance")
         return self._coef(name, t, x_t).expand_as(x_t)

@@ -134,8 +134,7 @@ def test_paint_run_and_keep_known_pixels(app_url):
                 page.screenshot(path=os.environ["PRIORPAINT_APP_SCREENSHOT"], full_page=True)
 
             # a long run (RePaint, 200 steps, j = r = 10: 1910 calls), cancelled while it samples
-            page.click("#sampler input")
-            page.click("#sampler li[aria-label=repaint]")
+            page.check("#sampler input[value=repaint]")   # every sampler one click away
             page.fill("#steps textarea, #steps input", "auto")
             page.wait_for_function(
                 "document.querySelector('#budget').innerText.includes('1,910 network calls')",
@@ -165,3 +164,8 @@ def test_paint_run_and_keep_known_pixels(app_url):
     assert {"digit_03_s0.png", "digit_03_s1.png", "run.yaml"} <= set(links)
     assert len([d for d in runs.iterdir() if d.is_dir()]) == 1   # the cancelled run left none
     assert elsewhere == [], f"the page fetched from other hosts: {elsewhere}"
+    log = (runs.parent / "app.log").read_text()   # the user error: one line, no traceback
+    assert [line for line in log.splitlines() if "nothing to inpaint" in line] == [
+        "app.py: user error: the mask has nothing to inpaint: paint over the part of the image "
+        "to fill in (brush in the editor), or choose a generated mask kind"]
+    assert "Traceback" not in log

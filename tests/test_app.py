@@ -29,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGIT = ROOT / "examples" / "digits" / "digit_03.png"
 
 
-def app_config(ckpt, runs, *overrides):
+def app_config(ckpt, runs, *overrides, sampler="ddpm"):
     from hydra import compose, initialize_config_dir
 
+    chosen = [f"sampler={sampler}"] if sampler else []   # None: configs/app.yaml's default
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose("app", overrides=[f"ckpt={ckpt}", f"runs={runs}", "device=cpu",
                                          f"examples={ROOT / 'examples' / 'digits'}",
-                                         "sampler=ddpm", "time_batches=[1]", *overrides])
+                                         *chosen, "time_batches=[1]", *overrides])
 
 
 @pytest.fixture
@@ -79,13 +80,16 @@ def test_checkpoint_info_and_folder_choice(tmp_path, one_thread):
     assert first["training_steps"] is None and "save_prior" in first["origin"]
     assert first["seconds_per_call"][1] > 0
 
-    text = page.choose_checkpoint(page.checkpoints[2])
-    info = describe(page.loaded)
+    text, chosen = page.choose_checkpoint(page.checkpoints[2])
+    assert chosen == "run/b_trained.ckpt"
+    info = describe(page.prior(chosen))
     assert info["image_size"] == [8, 12] and info["channels"] == 3
     assert info["training_steps"] == 1234 and info["origin"] == "trained with train.py"
     assert "8 × 12" in text and "1,234" in text
     page.choose_checkpoint(page.checkpoints[1])
-    assert describe(page.loaded)["origin"] == "converted from guided-diffusion (x.pt)"
+    assert describe(page.prior(page.checkpoints[1]))["origin"] == \
+        "converted from guided-diffusion (x.pt)"
+    assert describe(page.loaded)["image_size"] == [8, 8]   # a new visitor's: the first
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="without .ckpt files"):
@@ -129,8 +133,10 @@ def test_run_keeps_known_pixels_and_writes_downloads(page, tmp_path):
         assert np.array_equal(shown[known], original[known])      # known pixels exact
         assert not np.array_equal(shown[~known], original[~known])  # the hole was sampled
 
+    assert all(isinstance(f, str) for f in files)   # what gr.File takes
     files = [Path(f) for f in files]
     assert all(f.is_file() for f in files)
+    assert not any(page.runs in f.parents for f in files)   # copies: no run folder served
     names = [f.name for f in files]
     assert names[0].endswith(".zip") and "mask.png" in names and "run.yaml" in names
     assert {"digit_03_s0.png", "digit_03_s1.png"} <= set(names)
@@ -187,14 +193,17 @@ def test_example_click_loads_that_example(page):
     from types import SimpleNamespace
 
     assert [Path(e).name for e in page.examples][:2] == ["digit_00.png", "digit_01.png"]
-    editor, source, masked, _ = page.take_example(SimpleNamespace(index=1))
+    editor, source, masked, _ = page.take_example(None, SimpleNamespace(index=1))
     assert source.path.name == "digit_01.png"
     assert np.array_equal(source.pixels[..., 0], np.asarray(Image.open(page.examples[1])))
     assert np.array_equal(editor["value"]["background"][..., 0], source.pixels[..., 0])
     assert masked.shape[0] >= 16 and masked.shape[0] % 16 == 0   # shown enlarged
 
 
-def test_bad_inputs_give_clear_messages(page, tmp_path):
+def test_bad_inputs_give_clear_messages(tmp_path, one_thread):
+    save_tiny_prior(tmp_path / "priors" / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    save_tiny_prior(tmp_path / "priors" / "rgb8.ckpt", channels=3, size=(8, 8), steps=20)
+    page = Page(app_config(tmp_path / "priors", tmp_path / "runs"))
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(gr.Error, match="notes.txt is not an image"):
@@ -205,13 +214,9 @@ def test_bad_inputs_give_clear_messages(page, tmp_path):
     with pytest.raises(gr.Error, match="colour.png is colour .* expects 1 channel"):
         page.take_upload(str(colour))
 
-    rgb = tmp_path / "rgb8.ckpt"
-    save_tiny_prior(rgb, channels=3, size=(8, 8), steps=20)
-    page.choose_checkpoint(str(rgb))
-    editor, source, _, _ = page.take_upload(str(colour))      # fine for an RGB prior
-    page.choose_checkpoint(page.checkpoints[0])               # then back to the grey one
+    editor, source, _, _ = page.take_upload(str(colour), "rgb8.ckpt")  # fine for RGB
     with pytest.raises(gr.Error, match="colour.png is colour but the prior expects 1 channel"):
-        page.show_mask(editor["value"], source, "box", 0)
+        page.show_mask(editor["value"], source, "box", 0, "grey8.ckpt")   # then the grey one
 
     editor, source, _, _ = page.take_upload(str(DIGIT))
     with pytest.raises(gr.Error, match="nothing to inpaint"):
@@ -368,3 +373,123 @@ def test_size_note_says_what_fit_does():
     assert "windows" in size_note(image, (8, 8), 1, "auto")
     assert "own size" in size_note(image, (8, 8), 1, "native")
     assert size_note(image, (16, 16), 1, "auto") is None
+
+
+def test_page_opens_on_ddnm_with_100_calls(tmp_path, one_thread):
+    """configs/app.yaml's sampler: the study's pick, every other sampler one click away."""
+    from priorpaint.app.ui import DEFAULT_SAMPLER_WHY, build
+    from priorpaint.sampling.api import SAMPLERS
+
+    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=200)
+    page = Page(app_config(ckpt, tmp_path / "runs", sampler=None))
+    demo = build(page)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    sampler, budget = by_id["sampler"], by_id["budget"]
+    assert isinstance(sampler, gr.Radio) and sampler.value == "ddnm"
+    assert [value for _, value in sampler.choices] == list(SAMPLERS)
+    assert sampler.info == DEFAULT_SAMPLER_WHY and "2410" in sampler.info
+    assert budget.value.startswith("**100 network calls** per sample")
+    assert by_id["steps"].value == "auto"
+
+
+def test_user_error_is_one_line_without_server_paths(tmp_path, one_thread, capsys):
+    """A user error reaches the visitor with their file's name only (never Gradio's temp
+    upload path) and the server log as one line, no traceback."""
+    ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    page = Page(app_config(ckpt, tmp_path / "runs"))
+    upload = tmp_path / "gradio" / "0f3a9c" / "colour.png"   # how Gradio stores an upload
+    upload.parent.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(upload)
+    capsys.readouterr()
+    with pytest.raises(gr.Error) as caught:
+        page.take_upload(str(upload))
+    message = caught.value.message
+    assert message.startswith("image colour.png is colour") and str(tmp_path) not in message
+    assert caught.value.print_exception is False and caught.value.duration is None
+    log = capsys.readouterr().err
+    assert log == f"app.py: user error: {message}\n"
+
+
+def test_auth_pairs_from_config():
+    from priorpaint.app.ui import auth_pairs
+    from priorpaint.cli import UserError
+
+    assert auth_pairs(None) is None
+    assert auth_pairs(["alice:s3:cret", "bob:pw"]) == [("alice", "s3:cret"), ("bob", "pw")]
+    for bad in (["alice"], ["alice:"], [":pw"]):
+        with pytest.raises(UserError, match="user:password pairs"):
+            auth_pairs(bad)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path, one_thread):
+    """The page launched in this process on a free port, from a folder of one prior."""
+    from priorpaint.app import ui
+
+    save_tiny_prior(tmp_path / "priors" / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    launched = []
+
+    def serve(*overrides):
+        cfg = app_config(tmp_path / "priors", tmp_path / "runs", f"port={_free_port()}",
+                         *overrides)
+        demo, url = ui.launch(cfg, block=False)
+        launched.append(demo)
+        return url.rstrip("/")
+
+    yield serve
+    for demo in launched:
+        demo.close()
+
+
+def test_nobody_in_file_routes_and_api(served, tmp_path):
+    """As an outside client: no file outside Gradio's own uploads/cache, and no checkpoint
+    outside the listed folder, whatever the route or path spelling."""
+    import httpx
+    from gradio_client import Client
+
+    url = served()
+    outside = save_tiny_prior(tmp_path / "outside.ckpt", channels=1, size=(8, 8), steps=20)
+    run_file = tmp_path / "runs" / "20250101-000000-digit" / "digit_s0.png"
+    run_file.parent.mkdir(parents=True)
+    run_file.write_bytes(b"another visitor's result")
+    listed = tmp_path / "priors" / "grey8.ckpt"
+    secret = Path("/etc/passwd").read_bytes()[:20]
+    targets = ["/etc/passwd", str(listed), str(outside), str(run_file),
+               "../../../../../../etc/passwd", "..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+               os.path.relpath(listed), os.path.relpath(run_file)]
+    with httpx.Client(base_url=url, timeout=20) as http:
+        assert http.get("/").status_code == 200   # the page itself is served
+        for route in ("/gradio_api/file=", "/file=", "/gradio_api/file/", "/file/"):
+            for target in targets:
+                answer = http.get(route + target)
+                assert answer.status_code in (403, 404), (route, target, answer.status_code)
+                assert secret not in answer.content and b"visitor" not in answer.content
+
+    client = Client(url, verbose=False, download_files=False)
+    info = client.predict("grey8.ckpt", api_name="/choose_checkpoint")  # (the State: not in
+    assert "8 × 8" in info                                                # the API) a listed
+    # name works; anything else is refused, by Gradio's choice check or by Page.prior
+    for choice in ("/etc/passwd", str(outside), str(listed), "../outside.ckpt"):
+        with pytest.raises(Exception, match="not in the list of choices|not one of"):
+            client.predict(choice, api_name="/choose_checkpoint")
+
+
+def test_auth_key_makes_the_page_ask_for_a_login(served):
+    import httpx
+
+    url = served("auth=[alice:s3cret]")
+    with httpx.Client(base_url=url, timeout=20) as http:
+        assert http.get("/config").status_code == 401
+        assert http.post("/login", data={"username": "alice", "password": "wrong"}
+                         ).status_code >= 400
+        assert http.post("/login", data={"username": "alice", "password": "s3cret"}
+                         ).status_code == 200
+        assert http.get("/config").status_code == 200   # the login cookie lets it in

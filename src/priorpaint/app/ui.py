@@ -1,15 +1,20 @@
 """The Gradio page and its handlers (``python app.py``).
 
-:class:`Page` holds the page's state (the config, the loaded prior, one cancel flag per
-visitor) and its handlers are plain methods: they take and return what the components hold
-(numpy arrays, editor dicts, file paths), so tests call them without a browser. User errors
-become ``gr.Error`` (a message in the page); notes such as "the image is resized" become
-``gr.Warning`` toasts and the status line.
+:class:`Page` holds what all visitors share (the config, the listed checkpoints and a cache
+of the priors loaded from them, one cancel flag per visitor); what a visitor chose (the
+prior, the image, the mask, the run and its results) lives in that visitor's session
+(``gr.State`` and the components), so two tabs never see or use each other's prior. Its
+handlers are plain methods: they take and return what the components hold (numpy arrays,
+editor dicts, file paths), so tests call them without a browser. User errors become
+``gr.Error`` (a message in the page that stays until closed) and one line in the server's
+log, never a traceback; notes such as "the image is resized" become ``gr.Warning`` toasts.
 
 Offline by construction: analytics off, system fonts (the default theme's web fonts would
 come from a CDN), no share link, and one sampling job at a time
 (``queue(default_concurrency_limit=1)``); the light handlers (mask preview, budget) bypass
-that limit so the page stays responsive while a job runs.
+that limit so the page stays responsive while a job runs. Served files are only Gradio's
+own (uploads, and copies of the outputs in its cache under unguessable names): the run
+folders, checkpoints and examples are never served by path.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported
 
 import queue  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -27,6 +36,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..cli import USER_ERRORS, UserError, one_line  # noqa: E402
 from ..imageio import list_images  # noqa: E402
 from ..sampling.api import SAMPLERS  # noqa: E402
 from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
@@ -45,9 +55,49 @@ from .inputs import (  # noqa: E402
 )
 from .prior import LoadedPrior, describe_markdown, list_checkpoints, load  # noqa: E402
 
-__all__ = ["Page", "build", "launch", "parse_steps"]
+__all__ = ["Page", "build", "launch", "parse_steps", "visitor_error", "auth_pairs",
+           "DEFAULT_SAMPLER_WHY"]
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+# why the page opens on DDNM at 100 calls (configs/app.yaml's sampler), in one line
+DEFAULT_SAMPLER_WHY = (
+    "Default **ddnm** (100 network calls): on held-out MNIST digits it scored as well as "
+    "RePaint at 2410 calls (benchmarks/results/inpainting_study/study.md).")
+
+
+def _hide_paths(text: str, roots) -> str:
+    """``text`` with every path under one of ``roots`` (server folders: Gradio's uploads,
+    the temp dir, the runs and checkpoint folders) cut to its file name, so that a message a
+    visitor reads names their file, not the server's layout."""
+    for root in sorted({str(r).rstrip("/") for r in roots if r} - {""}, key=len, reverse=True):
+        text = re.sub(re.escape(root) + r"/[^\s,;:'\"()]*?([^/\s,;:'\"()]+)(?=[\s,;:'\"()]|$)",
+                      r"\1", text)
+    return text
+
+
+def visitor_error(error, roots=()) -> gr.Error:
+    """A user error as the page shows it (until closed, no server paths) and as the server
+    logs it: ONE line on stderr, no traceback (Gradio prints one unless told not to)."""
+    text = one_line(error) if isinstance(error, BaseException) else str(error)
+    text = _hide_paths(text, (*roots, tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR")))
+    print(f"app.py: user error: {text}", file=sys.stderr, flush=True)
+    return gr.Error(text, duration=None, print_exception=False)
+
+
+def auth_pairs(entries) -> list[tuple[str, str]] | None:
+    """configs/app.yaml's ``auth:`` (``["user:password", ...]``, or null) as Gradio's
+    ``launch(auth=...)`` pairs."""
+    if entries in (None, "", "null"):
+        return None
+    if isinstance(entries, str):
+        entries = [entries]
+    pairs = []
+    for entry in entries:
+        user, sep, password = str(entry).partition(":")
+        if not sep or not user or not password:
+            raise UserError(f"auth= takes user:password pairs (e.g. auth=[alice:s3cret]); "
+                            f"{str(entry)!r} is not one")
+        pairs.append((user, password))
+    return pairs or None
 
 
 def _blank_or(kind, value):
@@ -111,79 +161,123 @@ def _seconds(value: float) -> str:
 
 
 class Page:
-    """State and handlers of the page (one loaded prior, shared by all visitors)."""
+    """What all visitors share: the config, the listed checkpoints and a cache of the priors
+    loaded from them. A visitor's chosen prior is a name from :attr:`checkpoints` held in
+    their session (``gr.State``) and passed to each handler; only listed names are loaded."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.checkpoints = [str(p) for p in list_checkpoints(cfg.ckpt)]
+        source = Path(str(cfg.ckpt))
+        found = list_checkpoints(source)
+        # shown and chosen by name (relative to the folder): no server path reaches the page
+        self._paths = {(p.relative_to(source).as_posix() if source.is_dir() else p.name): p
+                       for p in found}
+        self.checkpoints = list(self._paths)
         self.runs = Path(str(cfg.get("runs") or "app_runs")).resolve()
         self.examples = ([str(p) for p in list_images(Path(str(cfg.examples)), recursive=False)]
                          if cfg.get("examples") and Path(str(cfg.examples)).is_dir() else [])
-        self.loaded: LoadedPrior | None = None
+        self._priors: dict[str, LoadedPrior] = {}
+        self._loading = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
-        self.load(self.checkpoints[0])
+        # downloads are copied here for Gradio to serve from its cache: the runs folder
+        # itself is never on a served path (another visitor could guess a run's name)
+        self._staging = tempfile.TemporaryDirectory(prefix="priorpaint-app-")
+        self.default = self.checkpoints[0]
+        self.prior(self.default)
+
+    @property
+    def private_roots(self) -> tuple[Path, ...]:
+        """Server folders whose paths never appear in a visitor's message."""
+        folder = Path(str(self.cfg.ckpt)).resolve()
+        return (self.runs, folder if folder.is_dir() else folder.parent, Path.cwd())
+
+    def _error(self, error) -> gr.Error:
+        return visitor_error(error, self.private_roots)
 
     # ----------------------------------------------------------------------- the prior
-    def load(self, choice: str) -> LoadedPrior:
-        self.loaded = load(choice, device=str(self.cfg.device), use_ema=bool(self.cfg.use_ema),
-                           time_batches=tuple(self.cfg.get("time_batches") or (1, 2)))
-        return self.loaded
+    def prior(self, choice: str | None = None) -> LoadedPrior:
+        """The loaded prior of listed checkpoint ``choice`` (None: the page's first), loaded
+        once and shared; a name that is not listed is refused (a visitor's session or an
+        API call cannot make the page open another file)."""
+        choice = self.default if choice in (None, "") else str(choice)
+        if choice not in self._paths:
+            raise UserError(f"checkpoint {choice!r} is not one of this page's checkpoints; "
+                            f"choose one of the list ({len(self.checkpoints)} offered)")
+        with self._loading:
+            if choice not in self._priors:
+                self._priors[choice] = load(
+                    self._paths[choice], device=str(self.cfg.device),
+                    use_ema=bool(self.cfg.use_ema),
+                    time_batches=tuple(self.cfg.get("time_batches") or (1, 2)))
+        return self._priors[choice]
 
-    def choose_checkpoint(self, choice: str) -> str:
-        """Dropdown handler: load ``choice``; the Markdown that says what it is."""
+    @property
+    def loaded(self) -> LoadedPrior:
+        """The page's first prior (what a new visitor starts with)."""
+        return self.prior(self.default)
+
+    def choose_checkpoint(self, choice: str, current: str | None = None) -> tuple[str, str]:
+        """Dropdown handler: load ``choice`` for this visitor; (what it is, the new state)."""
         if not choice:
-            raise gr.Error("choose a checkpoint")
+            raise self._error("choose a checkpoint")
         try:
-            self.load(choice)
+            loaded = self.prior(choice)
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
-        return describe_markdown(self.loaded)
+            still = f"; the page still uses {current}" if current else ""
+            raise self._error(f"{one_line(e)}{still}") from e
+        return describe_markdown(loaded), choice
 
-    def info(self) -> str:
-        return describe_markdown(self.loaded)
+    def info(self, choice: str | None = None) -> str:
+        return describe_markdown(self.prior(choice))
 
     # ----------------------------------------------------------------------- the image
-    def take_upload(self, path) -> tuple:
+    def take_upload(self, path, chosen: str | None = None) -> tuple:
         """File or example chosen: (editor value, source state, masked view, note)."""
         if path is None:
             return None, None, None, ""
+        loaded = self.prior(chosen)
         try:
-            image = read_upload(path, self.loaded.prior.channels)
+            image = read_upload(path, loaded.prior.channels)
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
-        note = self._note(image)
+            raise self._error(e) from e
+        note = self._note(image, loaded)
         pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
         editor = gr.update(value={"background": pixels, "layers": [], "composite": pixels},
                            brush=_brush(image.size))
         return editor, image, _enlarged(masked_view(image, torch.ones(1, *image.size))), note
 
-    def take_example(self, evt: gr.SelectData) -> tuple:
-        return self.take_upload(self.examples[evt.index])
+    def take_example(self, chosen: str | None = None, evt: gr.SelectData = None) -> tuple:
+        index = getattr(evt, "index", None)
+        if not isinstance(index, int) or not 0 <= index < len(self.examples):
+            raise self._error(f"no example number {index!r}; click one of the examples")
+        return self.take_upload(self.examples[index], chosen)
 
-    def _note(self, image: InputImage) -> str:
-        prior = self.loaded.prior
+    def _note(self, image: InputImage, loaded: LoadedPrior) -> str:
+        prior = loaded.prior
         note = size_note(image, prior.image_size, prior.channels, str(self.cfg.get("fit")))
         if note:
             gr.Warning(note)
             return f"⚠ {note}"
         return ""
 
-    def current_input(self, editor, source: InputImage | None) -> InputImage:
+    def current_input(self, editor, source: InputImage | None,
+                      chosen: str | None = None) -> InputImage:
         """The image to inpaint: the uploaded file's own pixels (exact, alpha kept) while the
         editor shows them, else the editor's canvas (an image dropped on the editor)."""
+        channels = self.prior(chosen).prior.channels
         background = (editor or {}).get("background")
         if source is not None and (background is None or _same_pixels(background, source)):
-            if self.loaded.prior.channels == 1 and not is_grey(source.pixels):
+            if channels == 1 and not is_grey(source.pixels):
                 # read for an RGB prior, and the checkpoint has changed since
-                raise gr.Error(f"image {source.path.name} is colour but the prior expects 1 "
-                               f"channel (grey); upload a grey image or choose an RGB prior")
+                raise self._error(f"image {source.path.name} is colour but the prior expects 1 "
+                                  f"channel (grey); upload a grey image or choose an RGB prior")
             return source
         if background is None:
-            raise gr.Error("no image: upload one, pick an example, or drop one on the editor")
+            raise self._error("no image: upload one, pick an example, or drop one on the editor")
         try:
-            return input_from_array(background, "canvas", self.loaded.prior.channels)
+            return input_from_array(background, "canvas", channels)
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
+            raise self._error(e) from e
 
     def current_mask(self, editor, image: InputImage, kind: str, seed) -> torch.Tensor:
         if kind == PAINTED:
@@ -191,29 +285,31 @@ class Page:
         try:
             return generated_mask(kind, image.size, int(seed or 0))
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
+            raise self._error(e) from e
 
-    def show_mask(self, editor, source, kind, seed):
+    def show_mask(self, editor, source, kind, seed, chosen: str | None = None):
         """The masked input (hole grey) for the current image and mask choice."""
         if source is None and (editor or {}).get("background") is None:
             return None
-        image = self.current_input(editor, source)
+        image = self.current_input(editor, source, chosen)
         return _enlarged(masked_view(image, self.current_mask(editor, image, kind, seed)))
 
     # ----------------------------------------------------------------------- the budget
-    def budget(self, sampler, steps, jump_length, jump_n_sample, n_samples) -> str:
+    def budget(self, sampler, steps, jump_length, jump_n_sample, n_samples,
+               chosen: str | None = None) -> str:
         """Network calls per sample and the run's time estimated from the measured call."""
+        loaded = self.prior(chosen)
         try:
-            calls = plan_calls(self.loaded, self.cfg, sampler, parse_steps(steps),
+            calls = plan_calls(loaded, self.cfg, sampler, parse_steps(steps),
                                _blank_or(int, jump_length), _blank_or(int, jump_n_sample))
         except USER_ERRORS as e:
             return f"⚠ {e}"
         n, batch = int(n_samples), int(self.cfg.batch_size)
-        seconds = estimate_seconds(self.loaded, calls, n, batch)
-        per_call = self.loaded.call_seconds.get(1, float("nan"))
+        seconds = estimate_seconds(loaded, calls, n, batch)
+        per_call = loaded.call_seconds.get(1, float("nan"))
         return (f"**{calls:,} network calls** per sample · {n} sample(s) in "
                 f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}** on "
-                f"{self.loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
+                f"{loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
 
     # ----------------------------------------------------------------------- a run
     def _event(self, request) -> threading.Event:
@@ -227,17 +323,23 @@ class Page:
         that report)."""
         self._event(request).set()
 
+    def _downloads(self, paths) -> list[str]:
+        """Copies of a run's downloads in a fresh private folder (Gradio then serves them from
+        its cache under content-hashed names): the run folder is never a served path."""
+        folder = Path(tempfile.mkdtemp(dir=self._staging.name))
+        return [str(shutil.copy2(p, folder / Path(p).name)) for p in paths]
+
     def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
-            n_samples, seed, request: gr.Request = None,
+            n_samples, seed, chosen: str | None = None, request: gr.Request = None,
             progress=gr.Progress()):  # noqa: B008 (how Gradio finds the progress bar)
         """Generator handler: yields (status, preview, gallery, files) while sampling."""
-        loaded = self.loaded
-        image = self.current_input(editor, source)
+        loaded = self.prior(chosen)
+        image = self.current_input(editor, source, chosen)
         mask = self.current_mask(editor, image, kind, seed)
         try:
             check_mask(mask)
         except ValueError as e:
-            raise gr.Error(str(e)) from e
+            raise self._error(e) from e
         job = RunRequest(image=image, mask=mask, sampler=str(sampler), steps=parse_steps(steps),
                          jump_length=_blank_or(int, jump_length),
                          jump_n_sample=_blank_or(int, jump_n_sample), eta=_blank_or(float, eta),
@@ -246,7 +348,7 @@ class Page:
             plan_calls(loaded, self.cfg, job.sampler, job.steps, job.jump_length,
                        job.jump_n_sample, job.eta)
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
+            raise self._error(e) from e
         cancel = self._event(request)
         cancel.clear()
         events: queue.Queue = queue.Queue()
@@ -288,9 +390,9 @@ class Page:
                     result = payload[0]
                     gallery = [(_shown(s), f"sample {k}") for k, s in enumerate(result.samples)]
                     yield (f"done: {len(result.samples)} sample(s), {result.network_calls:,} "
-                           f"network calls each, {_seconds(result.seconds)} · "
-                           f"`{result.run_dir}`", skip, gallery,
-                           [str(p) for p in result.downloads])
+                           f"network calls each, {_seconds(result.seconds)} · saved as "
+                           f"`{result.run_dir.name}`", skip, gallery,
+                           self._downloads(result.downloads))
                     return
                 else:
                     error = payload[0]
@@ -299,7 +401,7 @@ class Page:
                         yield f"cancelled ({error}); nothing was written", skip, [], None
                         return
                     if isinstance(error, USER_ERRORS):
-                        raise gr.Error(str(error)) from error
+                        raise self._error(error) from error
                     raise error
         finally:
             if worker.is_alive():   # the page went away or the event was cancelled
@@ -326,8 +428,10 @@ def build(page: Page) -> gr.Blocks:
                     "the hole with the brush (painted = filled in) or choose a generated "
                     "mask, then **Inpaint**.")
         with gr.Row():
-            checkpoint = gr.Dropdown(page.checkpoints, value=page.checkpoints[0],
-                                     label="checkpoint", scale=1)
+            checkpoint = gr.Dropdown(page.checkpoints, value=page.default,
+                                     label="checkpoint", scale=1, elem_id="checkpoint",
+                                     info=f"in {Path(str(cfg.ckpt)).name}/"
+                                     if Path(str(cfg.ckpt)).is_dir() else None)
             with gr.Column(scale=2):
                 info = gr.Markdown(page.info(), elem_id="prior-info")
         with gr.Row():
@@ -349,9 +453,11 @@ def build(page: Page) -> gr.Blocks:
                                   interactive=False, elem_id="masked")
             with gr.Column():
                 samplers = list(SAMPLERS)
-                sampler = gr.Dropdown(samplers, value=str(cfg.sampler) if str(cfg.sampler) in
-                                      samplers else samplers[0], label="sampler",
-                                      elem_id="sampler")
+                # every sampler one click away; the default (configs/app.yaml) says why
+                sampler = gr.Radio(samplers, value=str(cfg.sampler) if str(cfg.sampler) in
+                                   samplers else samplers[0], label="sampler",
+                                   info=DEFAULT_SAMPLER_WHY if str(cfg.sampler) == "ddnm"
+                                   else None, elem_id="sampler")
                 with gr.Row():
                     steps = gr.Textbox(str(cfg.steps), label="steps (auto, N or ddimN)",
                                        elem_id="steps")
@@ -385,14 +491,18 @@ def build(page: Page) -> gr.Blocks:
                 files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
                                 file_count="multiple", interactive=False, elem_id="downloads")
 
+        # this visitor's own: the uploaded image and the chosen prior (a listed name)
         source = gr.State(None)
-        checkpoint.change(page.choose_checkpoint, checkpoint, info, **light).then(
-            page.budget, [sampler, steps, jump_length, jump_n_sample, n_samples], budget, **light)
+        chosen = gr.State(page.default)
+        budget_fields = (sampler, steps, jump_length, jump_n_sample, n_samples)
+        checkpoint.change(page.choose_checkpoint, [checkpoint, chosen], [info, chosen],
+                          api_name="choose_checkpoint", **light).then(
+            page.budget, [*budget_fields, chosen], budget, **light)
         loaded = [editor, source, masked, note]
-        upload.upload(page.take_upload, upload, loaded, **light)
+        upload.upload(page.take_upload, [upload, chosen], loaded, **light)
         if page.examples:
-            examples.select(page.take_example, None, loaded, **light)
-        mask_inputs = [editor, source, mask_kind, seed]
+            examples.select(page.take_example, chosen, loaded, **light)
+        mask_inputs = [editor, source, mask_kind, seed, chosen]
         for trigger in (editor.change, mask_kind.change, seed.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
         def refresh_fields(name):
@@ -403,12 +513,11 @@ def build(page: Page) -> gr.Blocks:
         # One listener for the five fields, always_last: the light handlers run concurrently,
         # so five listeners could answer out of order and leave a stale budget on the page
         # (choosing RePaint also rewrites the jump fields, a second wave of changes).
-        budget_fields = (sampler, steps, jump_length, jump_n_sample, n_samples)
-        gr.on([box.change for box in budget_fields], page.budget, list(budget_fields), budget,
-              trigger_mode="always_last", **light)
+        gr.on([box.change for box in budget_fields], page.budget, [*budget_fields, chosen],
+              budget, trigger_mode="always_last", **light)
         go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
-                            jump_n_sample, eta, n_samples, seed],
-                 [status, preview, gallery, files])
+                            jump_n_sample, eta, n_samples, seed, chosen],
+                 [status, preview, gallery, files], api_name="inpaint")
         stop.click(page.cancel, None, None, queue=False)
     return demo
 
@@ -424,12 +533,17 @@ def launch(cfg, block: bool = True):
         import torch
 
         torch.set_num_threads(int(cfg.num_threads))
+    auth = auth_pairs(cfg.get("auth"))   # checked before the (slow) prior loading
     page = Page(cfg)
     demo = build(page)
     demo.queue(default_concurrency_limit=1)   # several visitors queue; one job samples
     port = None if cfg.get("port") in (None, "", "null") else int(cfg.port)
+    # Nothing is served by path: no allowed_paths (outputs reach the browser as copies in
+    # Gradio's cache), and the checkpoints are blocked outright.
     _, url, _ = demo.launch(server_name=str(cfg.host), server_port=port, share=False,
-                            inbrowser=False, allowed_paths=[str(page.runs)], theme=_theme(),
+                            auth=auth, inbrowser=False,
+                            blocked_paths=[str(p.resolve()) for p in page._paths.values()],
+                            theme=_theme(),
                             footer_links=["settings"], css=CSS, ssr_mode=False, mcp_server=False,
                             prevent_thread_lock=not block, quiet=not block)
     return demo, url

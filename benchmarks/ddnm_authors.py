@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import inpainting_study as study  # noqa: E402
+from arguments import key_value_options, usage_error  # noqa: E402
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
 
@@ -72,15 +73,9 @@ COLUMNS = ("kind", "loop", "calls", "n", "accuracy", "accuracy_ci95", "hole_mse"
 
 
 def parse(argv: list[str]) -> dict:
-    cfg = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in cfg:
-            raise SystemExit(f"ddnm_authors.py: error: expected key=value with key in "
-                             f"{', '.join(DEFAULTS)}; got {arg!r}")
-        cfg[key] = value
+    cfg = key_value_options(argv, DEFAULTS, "ddnm_authors.py")
     if not cfg["ckpt"]:
-        raise SystemExit("ddnm_authors.py: error: ckpt= is required (a 1-channel MNIST prior)")
+        usage_error("ddnm_authors.py", "ckpt= is required (a 1-channel MNIST prior)")
     for key in ("first", "images", "samples", "steps", "batch_size", "seed", "threads"):
         cfg[key] = int(cfg[key])
     cfg["eta"] = float(cfg["eta"])
@@ -88,22 +83,22 @@ def parse(argv: list[str]) -> dict:
         cfg[key] = [v.strip() for v in str(cfg[key]).split(",") if v.strip()]
     unknown = [v for v in cfg["loops"] if v not in LOOPS]
     if unknown:
-        raise SystemExit(f"ddnm_authors.py: error: loops: unknown {unknown[0]!r}; known: "
-                         f"{', '.join(LOOPS)}")
+        usage_error("ddnm_authors.py", f"loops: unknown {unknown[0]!r}; known: "
+                    f"{', '.join(LOOPS)}")
     unknown = [k for k in cfg["kinds"] if k not in study.KINDS]
     if unknown:
-        raise SystemExit(f"ddnm_authors.py: error: unknown mask kind {unknown[0]!r}; known: "
-                         f"{', '.join(study.KINDS)}")
+        usage_error("ddnm_authors.py", f"unknown mask kind {unknown[0]!r}; known: "
+                    f"{', '.join(study.KINDS)}")
     if any(loop.startswith("authors") for loop in cfg["loops"]):
         repo = Path(cfg["ddnm_repo"] or ".")
         if not cfg["ddnm_repo"] or not (repo / "functions" / "svd_ddnm.py").is_file():
-            raise SystemExit("ddnm_authors.py: error: ddnm_repo= (or DDNM_REPO) must name a "
-                             "checkout of github.com/wyhuai/DDNM (it has functions/svd_ddnm.py)"
-                             f"; got {cfg['ddnm_repo']!r}")
+            usage_error("ddnm_authors.py", "ddnm_repo= (or DDNM_REPO) must name a "
+                        "checkout of github.com/wyhuai/DDNM (it has functions/svd_ddnm.py)"
+                        f"; got {cfg['ddnm_repo']!r}")
     first, stop = cfg["first"], cfg["first"] + cfg["images"]
     if not (study.EVALUATE[0] <= first and stop <= study.EVALUATE[1]):
-        raise SystemExit(f"ddnm_authors.py: error: images {first}-{stop - 1} must lie in "
-                         f"{study.EVALUATE[0]}-{study.EVALUATE[1] - 1}")
+        usage_error("ddnm_authors.py", f"images {first}-{stop - 1} must lie in "
+                    f"{study.EVALUATE[0]}-{study.EVALUATE[1] - 1}")
     return cfg
 
 
@@ -236,8 +231,8 @@ def main(argv: list[str]) -> None:
     prior = load_prior(cfg["ckpt"])
     prior.model.eval().to(device)
     if prior.channels != 1:
-        raise SystemExit(f"ddnm_authors.py: error: {cfg['ckpt']} is a {prior.channels}-channel "
-                         f"prior; the comparison needs one trained on MNIST (1 channel)")
+        usage_error("ddnm_authors.py", f"{cfg['ckpt']} is a {prior.channels}-channel "
+                    f"prior; the comparison needs one trained on MNIST (1 channel)")
     size = tuple(prior.image_size)
     images, labels = study.read_mnist(Path(cfg["mnist"]), study.EVALUATE[1])
     x_all, y_all = study.to_model(images, size), torch.from_numpy(labels)

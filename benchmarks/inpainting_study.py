@@ -61,6 +61,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from arguments import key_value_options, usage_error  # noqa: E402
+
 from priorpaint.checkpoint import load_prior  # noqa: E402
 from priorpaint.diffusion.beta_schedules import space_timesteps  # noqa: E402
 from priorpaint.evaluation.ablation import fit_steps  # noqa: E402
@@ -273,15 +275,9 @@ def metrics(completions: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor,
 
 # ----------------------------------------------------------------------------- the study
 def parse(argv: list[str]) -> dict:
-    options = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            raise SystemExit(f"inpainting_study.py: error: expected key=value with key in "
-                             f"{', '.join(DEFAULTS)}; got {arg!r}")
-        options[key] = value
+    options = key_value_options(argv, DEFAULTS, "inpainting_study.py")
     if not options["ckpt"]:
-        raise SystemExit("inpainting_study.py: error: ckpt= is required (a trained prior)")
+        usage_error("inpainting_study.py", "ckpt= is required (a trained prior)")
     for key in ("first", "images", "samples", "batch_size", "seed", "threads"):
         options[key] = int(options[key])
     options["use_ema"] = str(options["use_ema"]).lower() in ("1", "true", "yes")
@@ -289,23 +285,23 @@ def parse(argv: list[str]) -> dict:
         options[key] = [v.strip() for v in str(options[key]).split(",") if v.strip()]
     options["budgets"] = [int(b) for b in options["budgets"]]
     if options["precision"] not in PRECISIONS:
-        raise SystemExit(f"inpainting_study.py: error: precision={options['precision']!r}; "
-                         f"known: {', '.join(PRECISIONS)}")
+        usage_error("inpainting_study.py", f"precision={options['precision']!r}; "
+                    f"known: {', '.join(PRECISIONS)}")
     for key, convert in (("images_at", int), ("samplers_at", lambda v: v.split("+"))):
         pairs = [p.partition(":") for p in str(options[key]).split(",") if p.strip()]
         if any(not sep for _, sep, _ in pairs):
             example = "12" if key == "images_at" else "repaint+ddnm"
-            raise SystemExit(f"inpainting_study.py: error: {key}= takes budget:value pairs "
-                             f"separated by commas, e.g. {key}=2410:{example}")
+            usage_error("inpainting_study.py", f"{key}= takes budget:value pairs "
+                        f"separated by commas, e.g. {key}=2410:{example}")
         options[key] = {int(b): convert(v) for b, _, v in pairs}
     unknown = [k for k in options["kinds"] if k not in KINDS]
     if unknown:
-        raise SystemExit(f"inpainting_study.py: error: unknown mask kind {unknown[0]!r}; "
-                         f"known: {', '.join(KINDS)}")
+        usage_error("inpainting_study.py", f"unknown mask kind {unknown[0]!r}; "
+                    f"known: {', '.join(KINDS)}")
     first, stop = options["first"], options["first"] + options["images"]
     if not (EVALUATE[0] <= first and stop <= EVALUATE[1]):
-        raise SystemExit(f"inpainting_study.py: error: images {first}-{stop - 1} must lie in "
-                         f"{EVALUATE[0]}-{EVALUATE[1] - 1} (0-6999 train, 8000-9999 held out)")
+        usage_error("inpainting_study.py", f"images {first}-{stop - 1} must lie in "
+                    f"{EVALUATE[0]}-{EVALUATE[1] - 1} (0-6999 train, 8000-9999 held out)")
     return options
 
 
@@ -336,8 +332,8 @@ def main(argv: list[str]) -> None:
     prior = load_prior(cfg["ckpt"], use_ema=cfg["use_ema"])
     prior.model.eval()
     if prior.channels != 1:
-        raise SystemExit(f"inpainting_study.py: error: {cfg['ckpt']} is a {prior.channels}-"
-                         f"channel prior; the study needs one trained on MNIST (1 channel)")
+        usage_error("inpainting_study.py", f"{cfg['ckpt']} is a {prior.channels}-"
+                    f"channel prior; the study needs one trained on MNIST (1 channel)")
     size = tuple(prior.image_size)
     images, labels = read_mnist(Path(cfg["mnist"]), EVALUATE[1])
     x_all, y_all = to_model(images, size), torch.from_numpy(labels)

@@ -55,6 +55,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -65,6 +66,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import inpainting_study as study  # noqa: E402
+from arguments import key_value_options, usage_error  # noqa: E402
 
 from priorpaint.checkpoint import load_prior  # noqa: E402
 from priorpaint.imageio import read_image, save_png  # noqa: E402
@@ -99,12 +101,7 @@ SOURCES = ("real", "noise")   # ckpt= values that score something other than a p
 
 def parse(argv: list[str]) -> dict:
     """key=value arguments over DEFAULTS; a bad one exits with status 2 and one line."""
-    options = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            fail(f"expected key=value with key in {', '.join(DEFAULTS)}; got {arg!r}")
-        options[key] = value
+    options = key_value_options(argv, DEFAULTS, "prior_clean.py")
     if bool(options["ckpt"]) == bool(options["grids"]):
         fail("give ckpt= (a priorpaint checkpoint, or 'real' / 'noise' to calibrate) or grids= "
              "(saved draws' PNG grids, a glob), not both")
@@ -130,9 +127,8 @@ def parse(argv: list[str]) -> dict:
     return options
 
 
-def fail(message: str) -> None:
-    print(f"prior_clean.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def fail(message: str) -> NoReturn:
+    usage_error("prior_clean.py", message)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -28,6 +28,8 @@ import re
 import sys
 from pathlib import Path
 
+from arguments import key_value_options
+
 KEYS = ("loss", "mse", "vb", "mse_q0", "mse_q1", "mse_q2", "mse_q3")
 SCORE_NAME = re.compile(r"^(?P<run>.*?)_?step(?P<step>\d+)_(?P<weights>raw|ema)_(?P<respacing>\w+?)"
                         r"_seed(?P<seed>\d+)\.json$")
@@ -212,11 +214,7 @@ def labelled(option: str, value: str) -> dict[str, Path]:
 def main(argv: list[str]) -> None:
     options = {"runs": "", "keys": ",".join(KEYS), "plot": "", "plot_from": "300", "scores": "",
                "grids": "", "montage": ""}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            fail(f"expected key=value with key in {', '.join(options)}; got {arg!r}")
-        options[key] = value
+    options = key_value_options(argv, options, "training_side_by_side.py")
     if not options["runs"] and not options["scores"] and not options["grids"]:
         fail("give runs=label:folder,..., scores=folder and/or grids=label:png,... montage=out.png")
     if options["grids"]:

@@ -22,14 +22,25 @@ needs_authors = pytest.mark.skipif(
            "by the tests; clone it outside the project and set DDNM_REPO to run these)")
 
 
-def test_the_authors_loops_need_their_checkout_named(monkeypatch):
+def _refused(capsys, argv: list[str]) -> str:
+    """The one line on stderr with which ``parse`` refuses ``argv`` (exit status 2)."""
+    with pytest.raises(SystemExit) as stop:
+        ddnm_authors.parse(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddnm_authors.py: error: ")
+    return lines[0]
+
+
+def test_the_authors_loops_need_their_checkout_named(monkeypatch, capsys):
     monkeypatch.delenv("DDNM_REPO", raising=False)
-    with pytest.raises(SystemExit, match="ddnm_repo= .*wyhuai/DDNM"):
-        ddnm_authors.parse(["ckpt=p.ckpt", "ddnm_repo=", "loops=priorpaint,authors-svd"])
+    assert "ddnm_repo= (or DDNM_REPO) must name a checkout of github.com/wyhuai/DDNM" in _refused(
+        capsys, ["ckpt=p.ckpt", "ddnm_repo=", "loops=priorpaint,authors-svd"])
     cfg = ddnm_authors.parse(["ckpt=p.ckpt", "ddnm_repo=", "loops=priorpaint"])  # ours alone
     assert cfg["loops"] == ["priorpaint"]
-    with pytest.raises(SystemExit, match="held out|must lie in"):
-        ddnm_authors.parse(["ckpt=p.ckpt", "loops=priorpaint", "first=7990", "images=20"])
+    assert "must lie in 7000-7999" in _refused(
+        capsys, ["ckpt=p.ckpt", "loops=priorpaint", "first=7990", "images=20"])
+    assert "expected key=value with key in ckpt" in _refused(capsys, ["ckpt=p.ckpt", "step=5"])
 
 
 def test_cuda_strings_mean_the_chosen_device_only_inside():

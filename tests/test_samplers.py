@@ -319,6 +319,25 @@ def test_call_counts_follow_each_samplers_formula():
     assert all(SAMPLERS[name].calls for name in SAMPLERS)
 
 
+def test_a_registered_sampler_brings_its_schedule_and_unconditional_fallback(monkeypatch):
+    """The registry is data: an entry's schedule and its sampler without a known region are
+    fields of ``Sampler``, so a sampler registered under a new name runs as its entry says
+    (no code elsewhere looks for particular names)."""
+    from dataclasses import replace
+
+    from priorpaint.sampling.samplers import unconditional_sampler
+
+    monkeypatch.setitem(SAMPLERS, "diffpir-copy", replace(SAMPLERS["diffpir"], name="diffpir-copy"))
+    schedule, step = build_schedule("diffpir-copy", 20, inner_loops=3)
+    assert schedule == diffpir_schedule(20, 3) and step == "zeta"
+    assert count_network_calls(schedule) == 20 + 19 * 2
+    assert unconditional_sampler("diffpir-copy") == "ddim"
+    assert [unconditional_sampler(n) for n in ("repaint", "ddpm", "ddim", "ddnm", "diffpir")] \
+        == ["ddpm", "ddpm", "ddim", "ddim", "ddim"]
+    with pytest.raises(ValueError, match="unknown sampler 'nope'"):
+        unconditional_sampler("nope")
+
+
 def _reference_loop(model, d, y, mask, generators, correct, update):
     """A plain loop in the papers' own form: x̂_0 from ε, ``correct``, then ``update``."""
     noise = ItemNoise(generators, y.shape, "cpu")

@@ -20,18 +20,11 @@ from .samplers import (
     resolve_options,
     respaced,
     sampler_schedule,
+    unconditional_sampler,
     update_parameters,
 )
 
 __all__ = ["SAMPLERS", "build_schedule", "inpaint", "generate", "unconditional_sampler"]
-
-
-def unconditional_sampler(name: str) -> str:
-    """What sampler ``name`` becomes without a known region (repaint: ddpm; ddnm, diffpir:
-    ddim), since resampling and x̂_0 corrections only act on known pixels."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return {"repaint": "ddpm", "ddnm": "ddim", "diffpir": "ddim"}.get(name, name)
 
 
 def build_schedule(sampler: str, num_timesteps: int, jump_length: int | None = None,

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .api import unconditional_sampler
 from .fit import resolve_fit
 from .samplers import (
     DEFAULT_STEPS,
@@ -27,6 +26,7 @@ from .samplers import (
     resolve_options,
     respaced,
     sampler_schedule,
+    unconditional_sampler,
 )
 from .time_schedules import count_network_calls
 

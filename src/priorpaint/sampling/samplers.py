@@ -55,7 +55,8 @@ from .repaint import RePaint
 from .time_schedules import ddpm_schedule, jump_schedule
 
 __all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
-           "respacing", "respaced", "conditioning", "update_parameters", "DEFAULT_STEPS"]
+           "respacing", "respaced", "conditioning", "update_parameters", "unconditional_sampler",
+           "DEFAULT_STEPS"]
 
 DEFAULT_STEPS = 250  # RePaint's T: 250 respaced steps of a 1000-step model
 SKIPS = ("uniform", "quad")
@@ -94,16 +95,29 @@ class Sampler:
     takes: tuple[str, ...] = ()                   # options that only some samplers read
     # (η, ζ) of the engine's update from the resolved options: DDIM's η and DiffPIR's ζ
     update: Callable[[SamplerOptions], tuple[float, float]] = (lambda o: (o.eta, 1.0))
+    # the schedule it walks on a chain of T (respaced) steps, from the resolved options
+    schedule: Callable[[SamplerOptions, int], list[int]] = (lambda o, T: ddpm_schedule(T))
+    # what it becomes without a known region: resampling and x̂_0 corrections only act on
+    # known pixels, so only the update is left (None: itself)
+    unconditional: str | None = None
 
 
 _JUMPS = ("jump_length", "jump_n_sample", "start_resampling")
+
+
+def _jumps(o: SamplerOptions, num_timesteps: int) -> list[int]:
+    """RePaint's and DDNM's schedule: straight down with (j or L, r) resampling jumps."""
+    return jump_schedule(num_timesteps, int(o.jump_length), int(o.jump_n_sample),
+                         start_resampling=o.start_resampling)
+
 _OPTIONAL = ("zeta", "inner_loops", "lambda_", "sigma_n", *_JUMPS)
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("repaint", "RePaint (Lugmayr et al. 2022): known pixels of x_t replaced by the "
             "noised ground truth; resampling jumps re-noise x_t", "T + (r-1)*j*P",
             SamplerOptions(step="ddpm", eta=0.0, jump_length=10, jump_n_sample=10),
-            steps_allowed=("ddpm", "ddim"), uses_jumps=True, takes=_JUMPS),
+            steps_allowed=("ddpm", "ddim"), uses_jumps=True, takes=_JUMPS, schedule=_jumps,
+            unconditional="ddpm"),
     Sampler("ddpm", "RePaint's conditioning on ancestral steps, no jumps", "T",
             SamplerOptions(step="ddpm", eta=0.0)),
     Sampler("ddim", "RePaint's conditioning on DDIM(eta) steps, no jumps", "T",
@@ -113,7 +127,8 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             SamplerOptions(steps=100, step="zeta", eta=0.85, jump_length=1, jump_n_sample=1),
             eps="network", jump="x0", steps_allowed=("zeta",), uses_jumps=True,
             conditioning=lambda x0, mask, options: DDNMProjection(x0, mask), takes=_JUMPS,
-            update=lambda o: (0.0, o.eta**2)),   # DDNM's η step is the ζ = η² mix
+            update=lambda o: (0.0, o.eta**2),   # DDNM's η step is the ζ = η² mix
+            schedule=_jumps, unconditional="ddim"),
     Sampler("diffpir", "DiffPIR (Zhu et al. 2023): proximal x0 step, zeta noise mix, quad "
             "skip, optional inner loops", "T + (T-1)*(U-1)",
             SamplerOptions(steps=100, skip="quad", step="zeta", eta=0.0, zeta=1.0,
@@ -121,7 +136,9 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             steps_allowed=("zeta",),
             conditioning=lambda x0, mask, o: DiffPIRProximal(x0, mask, o.lambda_, o.sigma_n),
             takes=("zeta", "inner_loops", "lambda_", "sigma_n"),
-            update=lambda o: (o.eta, o.zeta)),
+            update=lambda o: (o.eta, o.zeta),
+            schedule=lambda o, T: diffpir_schedule(T, int(o.inner_loops)),
+            unconditional="ddim"),
 )}
 
 
@@ -194,13 +211,13 @@ def respaced(diffusion, options: SamplerOptions):
 
 def sampler_schedule(name: str, options: SamplerOptions, num_timesteps: int) -> list[int]:
     """The schedule sampler ``name`` walks on a chain of ``num_timesteps`` (respaced) steps."""
-    sampler = _get(name)
-    if sampler.uses_jumps:
-        return jump_schedule(num_timesteps, int(options.jump_length), int(options.jump_n_sample),
-                             start_resampling=options.start_resampling)
-    if name == "diffpir":
-        return diffpir_schedule(num_timesteps, int(options.inner_loops))
-    return ddpm_schedule(num_timesteps)
+    return _get(name).schedule(options, num_timesteps)
+
+
+def unconditional_sampler(name: str) -> str:
+    """What sampler ``name`` becomes without a known region (repaint: ddpm; ddnm, diffpir:
+    ddim), since resampling and x̂_0 corrections only act on known pixels."""
+    return _get(name).unconditional or name
 
 
 def update_parameters(name: str, options: SamplerOptions) -> tuple[float, float]:

@@ -352,9 +352,10 @@ def _reference_loop(model, d, y, mask, generators, correct, update):
     return torch.lerp(x, y, mask.expand_as(y))
 
 
-def test_ddnm_is_the_authors_simplified_loop():
-    """DDNM's code: x̂_0 <- x̂_0 - A⁺(A x̂_0 - y), then
-    x = √ᾱ' x̂_0 + √(1-ᾱ') η z + √(1-ᾱ') √(1-η²) ε̂ (their eq. with σ_y = 0, η = 0.85)."""
+def test_ddnm_is_the_authors_svd_loop():
+    """DDNM's code (wyhuai/DDNM ``ddnm_diffusion``, the SVD loop, with σ_y = 0):
+    x̂_0 <- x̂_0 - A⁺(A x̂_0 - y), then x = √ᾱ' x̂_0 + √(1-ᾱ') η z + √(1-ᾱ') √(1-η²) ε̂
+    (η = 0.85); the simplified loop's extra √(1-ᾱ'²) factor is left out (sampling/ddnm.py)."""
     d = diffusion_of(steps=40).respace("6")
     x0, masks = _mixed_batch()
     eta = 0.85

@@ -46,9 +46,20 @@ from common import (  # noqa: E402
 
 from priorpaint.diffusion.gaussian_likelihood import mean_flat  # noqa: E402
 from priorpaint.lightning import DiffusionPriorModule  # noqa: E402
+from priorpaint.lightning.launch import compose_config  # noqa: E402
 
 DIFFUSION = {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "learned_range",
              "loss": "hybrid"}
+
+
+def train_yaml_module() -> dict:
+    """configs/train.yaml's ``module:`` block (optimizer, lr schedule, EMA, ...), resolved."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["diffusion=linear1000"])
+    kwargs = OmegaConf.to_container(cfg.module, resolve=True)
+    kwargs.pop("_target_")
+    return kwargs
 
 
 def priorpaint_step(layout, size: int, precision: str, plain_mse: bool, full: bool):
@@ -57,8 +68,9 @@ def priorpaint_step(layout, size: int, precision: str, plain_mse: bool, full: bo
            "attention_resolutions": layout.attention, "channel_mult": layout.channel_mult,
            "num_head_channels": layout.head_channels, "use_scale_shift_norm": True,
            "dropout": 0.0}
-    module = DiffusionPriorModule(net=net, diffusion=dict(DIFFUSION), image_size=size,
-                                  channels=3, grad_clip=1.0, ema={"rates": "0.9999"})
+    module = DiffusionPriorModule(**{**train_yaml_module(), "net": net,
+                                     "diffusion": dict(DIFFUSION), "image_size": size,
+                                     "channels": 3, "grad_clip": 1.0})
     if plain_mse:
         def mse_only(model_output, x0, t, noise):
             mse = mean_flat((noise - model_output[:, : x0.shape[1]]) ** 2)

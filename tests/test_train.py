@@ -198,3 +198,26 @@ def test_every_config_composes_and_builds(tmp_path):
     adm = compose_config(["model=adm256"]).model
     assert list(adm.channel_mult) == [1, 1, 2, 2, 4, 4] and adm.num_head_channels == 64
     assert list(adm.attention_resolutions) == [8, 16, 32] and adm.resblock_updown
+
+
+def test_train_yaml_is_the_one_home_of_the_modules_defaults():
+    """configs/train.yaml's ``module:`` block is where training defaults are written: the
+    module takes no default of its own (only ``data_info`` may be left out), so the YAML and
+    the code cannot drift apart, and a block that lacks a key is refused naming it."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from priorpaint.lightning import DiffusionPriorModule
+
+    signature = inspect.signature(DiffusionPriorModule.__init__)
+    with_defaults = [name for name, p in signature.parameters.items()
+                     if p.default is not inspect.Parameter.empty]
+    assert with_defaults == ["data_info"]
+    kwargs = OmegaConf.to_container(compose_config([*TINY]).module, resolve=True)
+    kwargs.pop("_target_")
+    assert set(kwargs) == set(signature.parameters) - {"self", "data_info"}
+    DiffusionPriorModule(**kwargs)
+    del kwargs["ema"]["power"]
+    with pytest.raises(ValueError, match="module.ema lacks power"):
+        DiffusionPriorModule(**kwargs)

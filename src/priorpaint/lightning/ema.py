@@ -64,9 +64,8 @@ def parse_rates(rates) -> list[float]:
     return values
 
 
-def build_emas(model: nn.Module, rates: Sequence[float], update_every: int = 1,
-               update_after_step: int = 0, inv_gamma: float = 1.0,
-               power: float = 2 / 3) -> nn.ModuleList:
+def build_emas(model: nn.Module, rates: Sequence[float], *, update_every: int,
+               update_after_step: int, inv_gamma: float, power: float) -> nn.ModuleList:
     """One ema-pytorch ``EMA`` per rate; each copies ``model`` now and tracks it.
 
     ``update_after_step`` steps copy the weights outright; after them the decay warms up as

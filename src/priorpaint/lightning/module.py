@@ -37,15 +37,15 @@ from .stats import QuartileMeans
 from .steps import OptimizerStepGate
 from .training_noise import draw_t_and_noise, example_seeds
 
-__all__ = ["DiffusionPriorModule", "DEFAULT_OPTIMIZER", "check_precision"]
+__all__ = ["DiffusionPriorModule", "check_precision"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4,
-                     "weight_decay": 0.0}
-_DEFAULT_EMA = {"rates": "0.9999", "update_every": 1, "update_after_step": 0, "inv_gamma": 1.0,
-                "power": 2 / 3}
-_DEFAULT_LR_SCHEDULE = {"warmup_steps": 0, "decay": "none", "min_ratio": 0.0}
+# The keys each block of ``module:`` must hold. Their values live in configs/train.yaml (and
+# the presets) only: the module has no defaults of its own, so the YAML is the one place a
+# training default is written (a Python caller composes it: ``compose_config([...]).module``).
+EMA_KEYS = ("rates", "update_every", "update_after_step", "inv_gamma", "power")
+LR_SCHEDULE_KEYS = ("warmup_steps", "decay", "min_ratio")
 
 
 class DiffusionPriorModule(pl.LightningModule):
@@ -57,9 +57,9 @@ class DiffusionPriorModule(pl.LightningModule):
         diffusion: ``GaussianDiffusion.from_config`` dict (schedule, steps, mean_type,
             var_type, loss — ``hybrid`` by default).
         image_size: int or [H, W] of training images; channels: 1 or 3.
-        optimizer: ``_partial_`` config of a torch optimizer (AdamW by default).
+        optimizer: ``_partial_`` config of a torch optimizer (train.yaml: AdamW).
         lr_schedule: ``warmup_steps``, ``decay`` (none|cosine|linear), ``min_ratio``.
-        grad_clip: max global gradient norm (None or 0, the default and the references': no
+        grad_clip: max global gradient norm (None or 0, train.yaml's and the references': no
             clipping; the norm is logged either way).
         ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
             ``inv_gamma``, ``power`` (ema-pytorch's warm-up: the decay after n updates is
@@ -68,12 +68,15 @@ class DiffusionPriorModule(pl.LightningModule):
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
         data_info: stored in the checkpoint payload under ``"data"`` (for provenance).
+
+    Every argument but ``data_info`` is required: their defaults are configs/train.yaml's
+    ``module:`` block, written nowhere else (``compose_config(overrides).module`` gives them
+    to a Python caller).
     """
 
-    def __init__(self, net: dict, diffusion: dict, image_size=16, channels: int = 1,
-                 optimizer: dict | None = None, lr_schedule: dict | None = None,
-                 grad_clip: float | None = None, ema: dict | None = None,
-                 timestep_sampler: str = "uniform", seed: int = 0, log_every_n_steps: int = 50,
+    def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
+                 optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
+                 timestep_sampler: str, seed: int, log_every_n_steps: int,
                  data_info: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -87,12 +90,12 @@ class DiffusionPriorModule(pl.LightningModule):
         self.model.check_input_size(*self.image_size)
         self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion)
         self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
-        ema_cfg = {**_DEFAULT_EMA, **(ema or {})}
+        ema_cfg = _complete(ema, EMA_KEYS, "module.ema")
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
-        self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
+        self.optimizer_cfg = dict(optimizer)
         check_optimizer_config(self.optimizer_cfg, grad_clip)
-        self.lr_schedule_cfg = {**_DEFAULT_LR_SCHEDULE, **(lr_schedule or {})}
+        self.lr_schedule_cfg = _complete(lr_schedule, LR_SCHEDULE_KEYS, "module.lr_schedule")
         self.grad_clip = float(grad_clip) if grad_clip else None
         self.seed, self.log_every_n_steps = int(seed), max(1, int(log_every_n_steps))
         self.data_info = dict(data_info or {})
@@ -318,3 +321,13 @@ def _network_kwargs(net: dict, channels: int, diffusion: GaussianDiffusion) -> d
             net[key] = tuple(net[key])
     return net
 
+
+def _complete(block, keys: tuple[str, ...], name: str) -> dict:
+    """``block`` as a dict holding every one of ``keys`` (a config that lacks one is refused
+    naming it, rather than filled from a second copy of train.yaml's defaults)."""
+    block = dict(block)
+    missing = [key for key in keys if key not in block]
+    if missing:
+        raise ValueError(f"{name} lacks {', '.join(missing)}; configs/train.yaml's {name} "
+                         f"block has every key (compose the config rather than write it by hand)")
+    return block

@@ -60,17 +60,17 @@ def evaluate_folder(cfg) -> Evaluation:
     has_run = (folder / RUN_RECORD).is_file()
     record = read_run(folder) if has_run or nll_images is None else None
     checkpoint = _nll_checkpoint(cfg, record) if nll_images is not None else None
-    seed = int(cfg.get("seed") or 0)
+    seed = int(cfg.seed)   # evaluate.yaml holds every default
     if record is not None:   # missing weight files fail here, before any work
         evaluation = evaluate_run(folder, MetricSuite.from_config(cfg), cfg.get("images"),
                                   cfg.get("mask"), cfg.get("real_images"), seed)
     else:
         evaluation = Evaluation([], {"run": None})
     if checkpoint is not None:
-        prior = load_prior(checkpoint, use_ema=bool(cfg.get("use_ema", True)))
+        prior = load_prior(checkpoint, use_ema=bool(cfg.use_ema))
         nll = nll_on_images(prior, str(nll_images), cfg.get("nll_steps"),
-                            cfg.get("nll_max_images"), int(cfg.get("nll_batch_size") or 16),
-                            seed, resolve_device(str(cfg.get("device") or "auto")))
+                            cfg.get("nll_max_images"), int(cfg.nll_batch_size),
+                            seed, resolve_device(str(cfg.device)))
         evaluation.summary["nll"] = {"checkpoint": str(checkpoint), **nll}
         if record is None:
             evaluation.rows = nll["per_image"]

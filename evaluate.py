@@ -7,7 +7,7 @@
 
 Options and their defaults: configs/evaluate.yaml, with the mode's own keys from the config
 group configs/mode/ (folder, the default, or ablation). The work is done by
-``priorpaint.evaluation.cli.run``; this file only composes the config and reports errors.
+``priorpaint.evaluation.modes.run``; this file only composes the config and reports errors.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from priorpaint.cli import check_missing_keys, report_user_errors
-from priorpaint.evaluation.cli import run
+from priorpaint.evaluation.modes import run
 from priorpaint.metrics import MetricUnavailable
 
 

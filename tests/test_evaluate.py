@@ -23,7 +23,7 @@ from priorpaint.evaluation import (
     fit_steps,
     network_calls,
 )
-from priorpaint.evaluation.cli import run
+from priorpaint.evaluation.modes import run
 from priorpaint.masks import load_masks_for
 from priorpaint.metrics import InceptionMetrics, MetricUnavailable, frechet_distance
 from priorpaint.sampling import count_network_calls, jump_schedule

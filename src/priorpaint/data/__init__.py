@@ -8,7 +8,7 @@ sampler, so resuming and DDP see exactly the data a straight single-process run 
 from .datamodule import SOURCES, PriorDataModule, build_dataset, images_of
 from .image_folder import ImageFolder, training_images
 from .memory import TensorImages, find_mnist, load_digits_images, load_mnist_images, read_idx
-from .sampler import StepBatchSampler
+from .step_batch_sampler import StepBatchSampler
 
 __all__ = [
     "PriorDataModule", "build_dataset", "images_of", "SOURCES",

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .sampler import StepBatchSampler
+from .step_batch_sampler import StepBatchSampler
 from .transforms import check_channels, check_crop, pair
 
 __all__ = ["PriorDataModule", "build_dataset", "images_of", "SOURCES"]

@@ -21,7 +21,7 @@ from ..atomic import atomic_write
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 from ..seeding import Stream, stream_seed
-from .steps import OptimizerStepGate
+from .step_gate import OptimizerStepGate
 
 __all__ = ["SampleGridCallback", "StepCheckpoint", "ShardStatsLogger"]
 

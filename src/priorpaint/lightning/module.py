@@ -34,7 +34,7 @@ from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
 from .nonfinite import check_optimizer_config
 from .stats import QuartileMeans
-from .steps import OptimizerStepGate
+from .step_gate import OptimizerStepGate
 from .training_noise import draw_t_and_noise, example_seeds
 
 __all__ = ["DiffusionPriorModule", "check_precision"]

@@ -30,7 +30,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..cli import UserError
-from .steps import OptimizerStepGate
+from .step_gate import OptimizerStepGate
 
 __all__ = ["NonFinitePolicy", "TrainingDiverged", "first_non_finite", "check_optimizer_config"]
 

@@ -39,7 +39,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..atomic import atomic_write
-from .steps import OptimizerStepGate
+from .step_gate import OptimizerStepGate
 
 __all__ = ["PreemptionCheckpoint", "AtomicCheckpointIO", "trainer_plugins", "slurm_job_id"]
 

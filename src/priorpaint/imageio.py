@@ -423,7 +423,7 @@ def convert_channels(values: np.ndarray, channels: int, name: str, key: str) -> 
 
 
 # ----------------------------------------------------------------------------- any-type writing
-def output_suffix(source, values: np.ndarray) -> str:
+def output_suffix(source, values: np.ndarray, alpha: np.ndarray | None = None) -> str:
     """The file type an output of input ``source`` holding ``values`` is written as.
 
     8-bit grey/RGB stays PNG (as always); ``.npy`` inputs give ``.npy``; 16-bit grey from a
@@ -436,7 +436,7 @@ def output_suffix(source, values: np.ndarray) -> str:
     channels = values.shape[-1]
     if values.dtype == np.uint8 and channels in (1, 3):
         return ".png"
-    if values.dtype == np.uint16 and channels == 1 and suffix == ".png":
+    if values.dtype == np.uint16 and channels == 1 and suffix == ".png" and alpha is None:
         return ".png"
     return ".tif"
 

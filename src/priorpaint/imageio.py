@@ -32,7 +32,7 @@ __all__ = ["IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "DECODE_ERRORS", "LEVELS", "list_
            "list_images", "decode", "read_image", "read_pixels", "image_size", "array_to_image",
            "save_png", "to_uint8", "from_uint8", "ValueRule", "UINT8", "value_rule", "read_array",
            "array_from_bytes", "composite_on_white", "convert_channels", "write_array",
-           "output_suffix", "preview_uint8"]
+           "output_suffix", "preview_channels", "preview_uint8"]
 
 ARRAY_SUFFIXES = (".npy",)   # raw arrays: (H, W) or (H, W, C), any channel count
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -473,6 +473,12 @@ def write_array(values: np.ndarray, path, alpha: np.ndarray | None = None) -> Pa
     return save_png(array_to_image(values, alpha), path)
 
 
+def preview_channels(count: int) -> int:
+    """How many leading channels a preview of ``count``-channel data shows: 1 or 3 as they
+    are; 2 -> the first (grey); 4 or more -> the first three (as RGB)."""
+    return count if count in (1, 3) else 1 if count == 2 else 3
+
+
 def preview_uint8(values: np.ndarray, rule: ValueRule) -> np.ndarray:
     """uint8 (H, W, 1|3) to look at (grids) from values of any type and channel count.
 
@@ -481,8 +487,7 @@ def preview_uint8(values: np.ndarray, rule: ValueRule) -> np.ndarray:
     colour: the first channels are what a user knows their data by (magnitude, R-G-B).
     """
     rule = rule.for_dtype(values.dtype)
-    channels = values.shape[-1]
-    shown = values if channels in (1, 3) else values[..., :1] if channels == 2 else values[..., :3]
+    shown = values[..., :preview_channels(values.shape[-1])]
     if shown.dtype == np.uint8 and rule == UINT8:
         return shown
     return to_uint8(rule.to_model(shown)).numpy()

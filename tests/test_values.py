@@ -294,3 +294,14 @@ def test_shards_carry_16_bit_and_n_channel_samples_bit_exact(tmp_path):
                              batch_size=2, num_workers=0)
     module.setup()
     assert module.value_rule == dataset.rule
+
+
+def test_the_page_refuses_what_it_cannot_show_in_one_line(tmp_path):
+    from priorpaint.app.inputs import read_upload
+
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(ValueError, match=r"^deep.png holds uint16 values; the page reads 8-bit "
+                                         r"images: inpaint it with sample.py"):
+        read_upload(tmp_path / "deep.png", 1)
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "flat.png")
+    assert read_upload(tmp_path / "flat.png", 1).pixels.dtype == np.uint8

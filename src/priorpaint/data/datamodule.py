@@ -197,8 +197,10 @@ class PriorDataModule(pl.LightningDataModule):
     def describe(self) -> str:
         where = {"folder": self.path, "mnist": self.root, "shards": self.urls}.get(self.source)
         size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
+        rule = self.value_rule
+        values = "" if rule == UINT8 else f", {rule.dtype} values [{rule.lo:g}, {rule.hi:g}] -> [-1, 1]"
         return (f"{self.source}{f' ({where})' if where else ''}: {size}"
-                f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}, "
+                f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}{values}, "
                 f"batch {self.batch_size}/process")
 
     # ------------------------------------------------------------------ loaders

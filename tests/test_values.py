@@ -123,7 +123,8 @@ def test_arrays_16_bit_and_multi_page_tiff_read_in_their_own_type(tmp_path):
 
 
 def photos(folder: Path) -> dict[str, np.ndarray]:
-    """EXIF-rotated JPEG, palette, LA and CMYK files; returns what a viewer shows of each."""
+    """EXIF-rotated JPEG, palette, LA, CMYK and 16-bit grey files; returns what a viewer shows
+    of the first four."""
     folder.mkdir(parents=True, exist_ok=True)
     stored = np.zeros((8, 16, 3), np.uint8)
     stored[:, :8] = 255                       # stored landscape, left half white
@@ -136,6 +137,7 @@ def photos(folder: Path) -> dict[str, np.ndarray]:
                                    np.full((16, 16), 200, np.uint8)], -1), "LA")
     la.save(folder / "la.png")
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(folder / "cmyk.jpg", quality=100)
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).save(folder / "deep.png")
     return {"rotated": np.rot90(stored, -1), "palette": np.asarray(palette.convert("RGB")),
             "la": np.full((16, 16, 1), 90, np.uint8), "cmyk": np.array([255, 0, 0], np.uint8)}
 
@@ -153,30 +155,37 @@ def test_photos_are_read_as_a_viewer_shows_them(tmp_path):
     assert np.abs(cmyk.astype(int) - seen["cmyk"]).max() <= 3     # red, as RGB
 
 
+@pytest.mark.slow
 def test_photos_through_sample_py(tmp_path):
     photos(tmp_path / "in")
     ckpt = save_tiny_prior(tmp_path / "rgb.ckpt", 3, (8, 8), steps=20, with_ema=True)
     out = tmp_path / "out"
     run(sample_config(f"ckpt={ckpt}", f"images={tmp_path / 'in'}", "mask=half", f"out={out}"))
-    for stem in ("rotated", "palette", "la", "cmyk"):
+    for stem in ("rotated", "palette", "la", "cmyk", "deep"):
         suffix = ".jpg" if stem in ("rotated", "cmyk") else ".png"
         values, alpha = read_array((tmp_path / "in" / stem).with_suffix(suffix))
         written, written_alpha = read_array(out / f"{stem}_s0.png")
         assert written.shape == values.shape                     # rotated: 16 x 8, as shown
         known_equal(written, values)
+        assert written.dtype == values.dtype      # deep.png: 16-bit into an 8-bit prior, 16-bit out
         if alpha is not None:
             np.testing.assert_array_equal(written_alpha, alpha)   # LA: alpha carried over
         assert (out / f"{stem}_grid.png").is_file()
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_16_bit_grey_folder_trains_samples_and_keeps_values_above_255(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "scans"
     folder.mkdir()
     scans = [rng.integers(300, 65000, (8, 8), dtype=np.uint16) for _ in range(4)]
+    suffixes = [".png", ".png", ".tif", ".tif"]   # 16-bit PNG and TIFF scans
     for i, scan in enumerate(scans):
-        Image.fromarray(scan).save(folder / f"scan{i}.png")
+        if suffixes[i] == ".png":
+            Image.fromarray(scan).save(folder / f"scan{i}.png")
+        else:
+            tifffile.imwrite(folder / f"scan{i}.tif", scan)
     datamodule = PriorDataModule("folder", image_size=8, channels=1, path=folder, batch_size=4)
     batch = datamodule.fixed_batch(4)
     assert datamodule.value_rule == value_rule("auto", np.uint16)
@@ -191,7 +200,7 @@ def test_16_bit_grey_folder_trains_samples_and_keeps_values_above_255(tmp_path):
     out = tmp_path / "out"
     run(sample_config(f"ckpt={ckpt}", f"images={folder}", "mask=half", f"out={out}"))
     for i, scan in enumerate(scans):
-        written, _ = read_array(out / f"scan{i}_s0.png")        # a 16-bit PNG again
+        written, _ = read_array(out / f"scan{i}_s0{suffixes[i]}")   # 16-bit PNG / TIFF again
         assert written.dtype == np.uint16 and written.shape == (8, 8, 1)
         known_equal(written[..., 0], scan)
         assert written.max() > 255

@@ -172,12 +172,12 @@ class ValueRule:
 
     def to_unit(self, values) -> torch.Tensor:
         """float32 [0, 1] of stored values (array or tensor): (v - lo) / (hi - lo), clipped."""
-        t = torch.from_numpy(np.ascontiguousarray(values)) if isinstance(values, np.ndarray) else values
+        t = _tensor(values)
         return ((t.float() - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
 
     def to_model(self, values) -> torch.Tensor:
         """[-1, 1] floats of stored values: (v - lo) / half - 1 (8-bit: exactly ``from_uint8``)."""
-        t = torch.from_numpy(np.ascontiguousarray(values)) if isinstance(values, np.ndarray) else values
+        t = _tensor(values)
         return ((t.float() - self.lo) / self.half - 1.0).clamp(-1.0, 1.0)
 
     def from_model(self, x: torch.Tensor) -> np.ndarray:
@@ -225,6 +225,11 @@ class ValueRule:
 
 
 UINT8 = ValueRule("uint8", 0.0, 255.0)
+
+
+def _tensor(values) -> torch.Tensor:
+    """A tensor of an array (copied: decoded pixels are often read-only views) or a tensor."""
+    return torch.from_numpy(np.array(values)) if isinstance(values, np.ndarray) else values
 
 
 def value_rule(spec, dtype=None, where: str = "data.range") -> ValueRule:

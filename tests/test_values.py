@@ -314,3 +314,20 @@ def test_the_page_refuses_what_it_cannot_show_in_one_line(tmp_path):
         read_upload(tmp_path / "deep.png", 1)
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "flat.png")
     assert read_upload(tmp_path / "flat.png", 1).pixels.dtype == np.uint8
+
+
+def test_8_bit_only_readers_refuse_other_types_in_one_line(tmp_path):
+    from priorpaint.evaluation.heldout_nll import load_heldout
+    from priorpaint.imageio import read_image
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(folder / "d.png")
+    with pytest.raises(ValueError, match=r"d.png holds uint16 values; read it with read_array"):
+        read_image(folder / "d.png")
+    prior = load_prior(save_tiny_prior(tmp_path / "grey.ckpt", 1, (8, 8), steps=20))
+    with pytest.raises(ValueError, match=r"d.png holds uint16 values; bits/dim are defined on "
+                                         r"8-bit levels"):
+        load_heldout(prior, folder)
+    Image.new("CMYK", (4, 4), (0, 0, 0, 0)).save(tmp_path / "white.jpg", quality=100)
+    assert read_image(tmp_path / "white.jpg").min() >= 250   # CMYK is read (as RGB), not refused

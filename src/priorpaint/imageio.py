@@ -75,28 +75,16 @@ def decode(source, mode: str | None = None) -> np.ndarray:
 
 
 def read_image(path) -> np.ndarray:
-    """uint8 (H, W, 1|2|3|4) pixels of an input file in grey (L), LA, RGB or RGBA, as stored.
+    """uint8 (H, W, C [+ alpha]) pixels of an 8-bit input file, alpha as the last channel.
 
-    Palette images become RGB (RGBA when they carry transparency) and 1-bit images grey, both
-    without loss; other modes (16-bit, float, CMYK) are refused: a ValueError naming the file.
+    :func:`read_array` with its photo rules (EXIF, palette, CMYK); files of other types are
+    refused here (a ValueError naming the file): read those with :func:`read_array`.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            elif mode == "1":
-                image = image.convert("L")
-            elif mode not in ("L", "LA", "RGB", "RGBA"):
-                raise ValueError(f"image mode {mode!r} is not supported; save it as 8-bit "
-                                 f"grey (L) or RGB(A)")
-            array = np.asarray(image).copy()
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    except ValueError as e:
-        raise ValueError(f"image {path}: {e}") from e
-    return array[..., None] if array.ndim == 2 else array
+    values, alpha = read_array(path)
+    if values.dtype != np.uint8:
+        raise ValueError(f"image {path} holds {values.dtype} values; read it with read_array, "
+                         f"which keeps its type")
+    return values if alpha is None else np.concatenate([values, alpha[..., None]], axis=-1)
 
 
 def read_pixels(path, channels: int) -> np.ndarray:

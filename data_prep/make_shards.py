@@ -1,14 +1,20 @@
 """Pack an image collection into WebDataset tar shards for priorpaint training.
 
     python data_prep/make_shards.py SRC OUT [--size 64] [--channels 3] [--per-shard 5000]
-        [--format png|jpg|webp] [--quality 95] [--workers N] [--shuffle-seed S] [--limit N]
+        [--format png|jpg|webp|npy] [--quality 95] [--workers N] [--shuffle-seed S] [--limit N]
         [--overwrite]
+
+`--format npy` keeps every value: 16-bit and float images, `.npy` arrays and multi-page TIFF
+of any channel count (`--channels N`) are stored as `.npy` members in their own type (read by
+priorpaint.imageio.read_array, the training reader), and index.json records their type under
+`values` so that training maps them to [-1, 1] by the same rule (docs/values.md). The 8-bit
+formats (png, jpg, webp) convert to 8-bit grey/RGB as before.
 
 Why shards: training then reads a few large files sequentially (local disk, NFS, or a
 `pipe:aws s3 cp ... -` stream) instead of millions of small ones, and decodes images that were
 already resized to the training size. Output:
 
-    OUT/shard-000000.tar ...   samples `<key>.<png|jpg|webp>` + `<key>.json` (source, class)
+    OUT/shard-000000.tar ...   samples `<key>.<png|jpg|webp|npy>` + `<key>.json` (source, class)
     OUT/index.json             per-shard counts, total, size, channels, source, command
     OUT/skipped.txt            every unreadable input with its error (also in index.json)
 
@@ -37,7 +43,7 @@ from PIL import Image
 from shard_sources import Item, Source, load_image, open_source
 
 SHARD_PATTERN = "shard-{:06d}.tar"
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "npy": "NPY"}
 class UsageError(Exception):
     """A problem with the command line or OUT, reported without a traceback (exit code 2)."""
 
@@ -79,6 +85,33 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
+def lossless_values(item: Item, channels: int, size: int) -> np.ndarray:
+    """(H, W, channels) values of an item in their own type, for `--format npy`.
+
+    Read by the same reader as training (EXIF, palette, CMYK, alpha over white); resized, when
+    --size asks for it, per channel in float (so no 8-bit step) and cast back (integers
+    rounded); an item already SIZE x SIZE is kept bit for bit.
+    """
+    from priorpaint.imageio import composite_on_white, convert_channels, read_array
+
+    if item.index >= 0:
+        values = np.asarray(load_image(item))
+        values = values[..., None] if values.ndim == 2 else values
+    else:
+        values = composite_on_white(*read_array(item.ref))
+    values = convert_channels(values, channels, f"image {item.ref}", "--channels")
+    if size and values.shape[:2] != (size, size):
+        planes = [np.asarray(resize_center_crop(Image.fromarray(values[..., c].astype(np.float32),
+                                                                "F"), size))
+                  for c in range(values.shape[-1])]
+        resized = np.stack(planes, axis=-1)
+        if values.dtype.kind in "ui":
+            info = np.iinfo(values.dtype)
+            resized = resized.round().clip(info.min, info.max)
+        values = resized.astype(values.dtype)
+    return values
+
+
 def encode(im: Image.Image, fmt: str, quality: int) -> bytes:
     buf = io.BytesIO()
     if fmt == "png":
@@ -97,14 +130,19 @@ def _init_worker(size: int, channels: int, fmt: str, quality: int) -> None:
     _JOB.update(size=size, channels=channels, fmt=fmt, quality=quality)
 
 
-def process_item(item: Item) -> tuple[bytes | None, str | None, tuple[int, int] | None]:
-    """(encoded bytes, None, (W, H)) or (None, error text, None). Never raises: a bad file is a
-    report line, not a crashed run."""
+def process_item(item: Item) -> tuple[bytes | None, str | None, tuple | None]:
+    """(encoded bytes, None, (W, H, dtype)) or (None, error text, None). Never raises: a bad
+    file is a report line, not a crashed run."""
     try:
+        if _JOB["fmt"] == "npy":
+            values = lossless_values(item, _JOB["channels"], _JOB["size"])
+            buf = io.BytesIO()
+            np.save(buf, values)
+            return buf.getvalue(), None, (values.shape[1], values.shape[0], values.dtype.name)
         im = to_channels(load_image(item), _JOB["channels"])
         if _JOB["size"]:
             im = resize_center_crop(im, _JOB["size"])
-        return encode(im, _JOB["fmt"], _JOB["quality"]), None, im.size
+        return encode(im, _JOB["fmt"], _JOB["quality"]), None, (*im.size, "uint8")
     except Exception as exn:  # any decoder error means "unreadable"
         return None, f"{type(exn).__name__}: {exn}".replace("\n", " "), None
 
@@ -212,6 +250,7 @@ def write_shards(args: argparse.Namespace, command: str) -> dict:
     items = _ordered(source, args.shuffle_seed, args.limit)
     settings = (args.size, args.channels, args.format, args.quality)
     writer, skipped, sizes, n_written = ShardWriter(out, args.per_shard), [], set(), 0
+    dtypes: set[str] = set()
     bar, start = _progress(len(items)), time.perf_counter()
     pool = None
     try:
@@ -228,7 +267,8 @@ def write_shards(args: argparse.Namespace, command: str) -> dict:
                 meta = json.dumps(_meta(item, source)).encode()
                 writer.add(f"{n_written:08d}", {args.format: data, "json": meta})
                 n_written += 1
-                sizes.add(size)
+                sizes.add(size[:2])
+                dtypes.add(size[2])
             if bar is not None:
                 bar.update()
         writer.finish_shard()
@@ -254,6 +294,7 @@ def write_shards(args: argparse.Namespace, command: str) -> dict:
         "image_size": None if width is None else [height, width],
         "channels": args.channels,
         "image_format": args.format,
+        "values": _values(dtypes),
         "quality": None if args.format == "png" else args.quality,
         "source": {"path": str(Path(args.src).resolve()), "kind": source.kind,
                    "items": len(source.items), "ignored_non_images": len(source.ignored)},
@@ -270,6 +311,22 @@ def write_shards(args: argparse.Namespace, command: str) -> dict:
     if written:
         _write_json_atomic(out / "index.json", index)
     return index
+
+
+def _values(dtypes: set[str]) -> dict | None:
+    """index.json `values`: the stored type and, for integers, its full range (what
+    `data.range=auto` maps to [-1, 1]); float data records no range (training then needs
+    data.range=[lo, hi]). None when the items mix types."""
+    if len(dtypes) != 1:
+        if len(dtypes) > 1:
+            print(f"warning: items of several types {sorted(dtypes)}; index.json values is null "
+                  "(set data.range when training)", file=sys.stderr)
+        return None
+    dtype = np.dtype(next(iter(dtypes)))
+    if dtype.kind in "ui":
+        return {"dtype": dtype.name, "range": [float(np.iinfo(dtype).min),
+                                               float(np.iinfo(dtype).max)]}
+    return {"dtype": dtype.name, "range": None}
 
 
 def summary(index: dict, out: Path, ignored: int) -> str:
@@ -294,7 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("out", help="output folder for shard-NNNNNN.tar + index.json")
     p.add_argument("--size", type=int, default=64,
                    help="resize short side + centre-crop to SIZE x SIZE; 0 keeps source size")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    p.add_argument("--channels", type=int, default=3,
+                   help="1 (grey) or 3 (RGB); with --format npy any N (arrays, TIFF bands)")
     p.add_argument("--per-shard", type=int, default=5000, help="images per shard")
     p.add_argument("--format", choices=sorted(FORMATS), default="png")
     p.add_argument("--quality", type=int, default=95,
@@ -309,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size < 0 or args.per_shard < 1 or (args.limit is not None and args.limit < 0):
         p.error("--size must be >= 0, --per-shard >= 1, --limit >= 0")
+    if args.channels < 1 or (args.channels not in (1, 3) and args.format != "npy"):
+        p.error(f"--channels {args.channels}: 8-bit formats hold 1 (grey) or 3 (RGB) channels; "
+                f"use --format npy for other counts")
     return args
 
 

@@ -20,7 +20,7 @@ Image.init()
 #: File extensions of every format Pillow can *open* (not the save-only ones such as .pdf).
 IMAGE_EXTENSIONS = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
-)
+) | {".npy"}   # arrays: packed by --format npy (priorpaint.imageio.read_array)
 _IDX_DTYPES = {0x08: np.uint8}  # MNIST / Fashion-MNIST images are unsigned bytes
 
 

@@ -202,7 +202,8 @@ def test_every_config_composes_and_builds(tmp_path):
 
 def test_train_yaml_is_the_one_home_of_the_modules_defaults():
     """configs/train.yaml's ``module:`` block is where training defaults are written: the
-    module takes no default of its own (only ``data_info`` may be left out), so the YAML and
+    module takes no default of its own (only ``data_info`` and ``values``, what the data module
+    found, may be left out), so the YAML and
     the code cannot drift apart, and a block that lacks a key is refused naming it."""
     import inspect
 
@@ -213,10 +214,10 @@ def test_train_yaml_is_the_one_home_of_the_modules_defaults():
     signature = inspect.signature(DiffusionPriorModule.__init__)
     with_defaults = [name for name, p in signature.parameters.items()
                      if p.default is not inspect.Parameter.empty]
-    assert with_defaults == ["data_info"]
+    assert with_defaults == ["data_info", "values"]
     kwargs = OmegaConf.to_container(compose_config([*TINY]).module, resolve=True)
     kwargs.pop("_target_")
-    assert set(kwargs) == set(signature.parameters) - {"self", "data_info"}
+    assert set(kwargs) == set(signature.parameters) - {"self", "data_info", "values"}
     DiffusionPriorModule(**kwargs)
     del kwargs["ema"]["power"]
     with pytest.raises(ValueError, match="module.ema lacks power"):

@@ -7,6 +7,11 @@ A priorpaint checkpoint is a dict with (at least)
 - ``"priorpaint"``: the payload ``{"format", "model_config", "diffusion_config", "image_size",
   "channels", "normalization", "ema_state_dict", ...}``.
 
+``"normalization"`` says how stored data values map to the model's [-1, 1]: the legacy string
+``"[-1,1]"`` (8-bit levels, k / 127.5 - 1), or ``{"model": "[-1,1]", "dtype": ..., "range":
+[lo, hi]}`` (:class:`priorpaint.imageio.ValueRule`) for data trained with ``data.range``;
+:func:`value_rule_of` reads either, so sampling writes outputs back in the data's own values.
+
 Keeping the network config, diffusion config and data geometry in the payload is what lets
 ``sample.py ckpt=...`` need no other flag, and keeping the first EMA rate's weights as a plain
 network state dict lets samplers load them without knowing anything about ema-pytorch.
@@ -27,10 +32,11 @@ import torch
 
 from .diffusers_prior import diffusers_parts, folder_sha256
 from .diffusion import GaussianDiffusion
+from .imageio import UINT8, ValueRule
 from .models import build_network
 from .weights_io import load_file, load_torch_file, sha256_of_file, torch_file_problem
 
-__all__ = ["Prior", "load_prior", "load_diffusers_prior", "save_prior", "prior_payload",
+__all__ = ["Prior", "load_prior", "load_diffusers_prior", "save_prior", "prior_payload", "value_rule_of",
            "load_torch_file", "torch_file_problem", "file_sha256", "MODEL_PREFIX", "FORMAT"]
 
 FORMAT = 1
@@ -51,9 +57,23 @@ class Prior:
     weights: str = "ema"  # which weights ``model`` holds: "ema" or "raw"
 
 
+def normalization(rule: ValueRule | None) -> str | dict:
+    """The payload's ``normalization``: the legacy string for 8-bit levels (files written before
+    value rules read the same), else the rule with the model range it maps onto."""
+    if rule is None or rule == UINT8:
+        return NORMALIZATION
+    return {"model": NORMALIZATION, **rule.as_dict()}
+
+
+def value_rule_of(payload: dict) -> ValueRule:
+    """The data value rule a payload stores (8-bit levels for the legacy string)."""
+    return ValueRule.from_dict(payload.get("normalization"))
+
+
 def prior_payload(model, diffusion, image_size, channels, ema_state_dict=None,
-                  extra: dict | None = None) -> dict:
-    """The ``checkpoint["priorpaint"]`` dict for a network, its diffusion and data geometry."""
+                  extra: dict | None = None, values: ValueRule | None = None) -> dict:
+    """The ``checkpoint["priorpaint"]`` dict for a network, its diffusion and data geometry;
+    ``values``: the data's value rule (None: 8-bit levels)."""
     height, width = _pair(image_size)
     payload = {
         "format": FORMAT,
@@ -61,7 +81,7 @@ def prior_payload(model, diffusion, image_size, channels, ema_state_dict=None,
         "diffusion_config": dict(diffusion.config),
         "image_size": [height, width],
         "channels": int(channels),
-        "normalization": NORMALIZATION,
+        "normalization": normalization(values),
         "ema_state_dict": ema_state_dict,
     }
     payload.update(extra or {})
@@ -69,14 +89,14 @@ def prior_payload(model, diffusion, image_size, channels, ema_state_dict=None,
 
 
 def save_prior(path, model, diffusion, image_size, channels, ema_state_dict=None,
-               extra: dict | None = None) -> Path:
+               extra: dict | None = None, values: ValueRule | None = None) -> Path:
     """Write a standalone checkpoint that :func:`load_prior` accepts (converters, tests)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     if ema_state_dict is not None:
         ema_state_dict = {k: v.detach().cpu() for k, v in ema_state_dict.items()}
-    payload = prior_payload(model, diffusion, image_size, channels, ema_state_dict, extra)
+    payload = prior_payload(model, diffusion, image_size, channels, ema_state_dict, extra, values)
     torch.save({"state_dict": state, "priorpaint": payload}, path)
     return path
 

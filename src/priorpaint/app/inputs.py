@@ -46,12 +46,17 @@ def read_upload(path, channels: int) -> InputImage:
     """An uploaded file as sample.py reads it (a clear ValueError for non-images)."""
     path = Path(str(path))
     try:
-        return load_input(path, channels)
+        image = load_input(path, channels)
     except ValueError as e:
         if "cannot read image" in str(e):
             raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
                              f"JPEG, BMP or WebP file") from e
         raise
+    if image.pixels.dtype != np.uint8:   # the page shows and returns 8-bit images only
+        raise ValueError(f"{path.name} holds {image.pixels.dtype} values; the page reads 8-bit "
+                         f"images: inpaint it with sample.py, which keeps its type "
+                         f"(docs/values.md)")
+    return image
 
 
 def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage:

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..imageio import UINT8, ValueRule, value_rule
 from .step_batch_sampler import StepBatchSampler
 from .transforms import check_channels, check_crop, pair
 
@@ -69,18 +70,24 @@ class IndexRange(Dataset):
 
 def build_dataset(source: str, image_size, channels: int, *, path=None, root=None,
                   split: str = "auto", pad: int = 0, crop: str = "center",
-                  hflip: bool = False, indices=None) -> Dataset:
+                  hflip: bool = False, indices=None, value_range="auto") -> Dataset:
     """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``),
     restricted to ``indices`` (see ``parse_indices``) when given."""
     span = parse_indices(indices)
     dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
                             pad=pad, crop=crop, hflip=hflip,
-                            stop=None if span is None else span.stop)
+                            stop=None if span is None else span.stop, value_range=value_range)
     return dataset if span is None else IndexRange(dataset, span, f"data={source}")
 
 
+def value_rule_of(dataset: Dataset) -> ValueRule:
+    """The value rule a built dataset maps with (8-bit levels for digits and MNIST)."""
+    base = dataset.base if isinstance(dataset, IndexRange) else dataset
+    return getattr(base, "rule", None) or UINT8
+
+
 def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
-                  hflip, stop=None) -> Dataset:
+                  hflip, stop=None, value_range="auto") -> Dataset:
     """``stop``: the items past it are never used; MNIST does not even decode them."""
     from .image_folder import ImageFolder
     from .memory import TensorImages, load_digits_images, load_mnist_images
@@ -90,7 +97,7 @@ def _build_source(source: str, image_size, channels: int, *, path, root, split, 
     if source == "folder":
         if not path:
             raise ValueError("data=folder needs data.path=/folder/of/images")
-        return ImageFolder(path, image_size, channels, crop, hflip)
+        return ImageFolder(path, image_size, channels, crop, hflip, value_range)
     if source == "mnist":
         if not root:
             raise ValueError("data=mnist needs data.root=/folder/with/t10k-images-idx3-ubyte.gz")
@@ -106,11 +113,16 @@ class PriorDataModule(pl.LightningDataModule):
         source: ``digits`` (scikit-learn, no download), ``folder`` (``path``), ``mnist``
             (``root`` with IDX files; ``split``, ``pad``), ``shards`` (``urls``).
         image_size: int or [H, W]; images are resized to cover it, then cropped.
-        channels: 1 or 3 (sources are converted).
+        channels: 1 or 3 for digits/mnist (converted); any N >= 1 for folders and shards
+            (arrays and TIFF bands; grey <-> RGB images are converted).
         batch_size: per process (the global batch is batch_size x world size).
         crop: ``center`` or ``random``; hflip: random left-right mirroring.
         seed: drives shuffling and augmentation (with the example index).
         indices: ``"start:stop"`` keeps only those items (e.g. MNIST t10k ``"0:7000"``).
+        range: how stored values map to [-1, 1] (``data.range``): ``auto`` (the data's own
+            integer type: 8-bit [0, 255], 16-bit [0, 65535]), ``uint8``, ``uint16`` or
+            ``[lo, hi]`` (needed for float data); see docs/values.md. ``value_rule`` holds
+            it resolved after ``setup`` (the checkpoint stores that).
         num_workers: DataLoader worker processes.
         shuffle_buffer, resampled, epoch_length: shard streaming options.
     """
@@ -119,13 +131,24 @@ class PriorDataModule(pl.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, crop: str = "center",
                  hflip: bool = False, shuffle: bool = True, seed: int = 0, path=None, root=None,
                  split: str = "auto", pad: int = 0, urls=None, shuffle_buffer: int = 1000,
-                 resampled: bool = True, epoch_length: int | None = None, indices=None):
+                 resampled: bool = True, epoch_length: int | None = None, indices=None,
+                 range="auto"):  # noqa: A002 (the config key is data.range)
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
         self.source = source
         self.image_size = pair(image_size)
         self.channels = check_channels(channels)
+        if source in ("digits", "mnist") and self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB) for data={source}, "
+                             f"got {channels}")
+        self.value_range = range
+        if source in ("digits", "mnist") and range not in (None, "auto", "uint8"):
+            raise ValueError(f"data.range={range} does not apply to data={source} (8-bit "
+                             f"digits): leave it at auto")
+        if range not in (None, "auto"):
+            value_rule(range)   # fail at construction on a malformed range
+        self.value_rule: ValueRule = UINT8
         self.crop = check_crop(crop)
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -148,11 +171,15 @@ class PriorDataModule(pl.LightningDataModule):
         """Build (and so validate) the item dataset once; errors surface before training."""
         if self.source == "shards":
             self._check_shards()
+            from .shards import shard_value_rule
+
+            self.value_rule = shard_value_rule(self.urls, self.value_range)
         elif self.dataset is None:
             self.dataset = build_dataset(self.source, self.image_size, self.channels,
                                          path=self.path, root=self.root, split=self.split,
                                          pad=self.pad, crop=self.crop, hflip=self.hflip,
-                                         indices=self.indices)
+                                         indices=self.indices, value_range=self.value_range)
+            self.value_rule = value_rule_of(self.dataset)
 
     def _check_shards(self) -> None:
         """Local shard files must exist (remote and pipe: URLs are checked when streamed)."""
@@ -170,8 +197,10 @@ class PriorDataModule(pl.LightningDataModule):
     def describe(self) -> str:
         where = {"folder": self.path, "mnist": self.root, "shards": self.urls}.get(self.source)
         size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
+        rule = self.value_rule
+        values = "" if rule == UINT8 else f", {rule.dtype} values [{rule.lo:g}, {rule.hi:g}] -> [-1, 1]"
         return (f"{self.source}{f' ({where})' if where else ''}: {size}"
-                f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}, "
+                f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}{values}, "
                 f"batch {self.batch_size}/process")
 
     # ------------------------------------------------------------------ loaders
@@ -205,7 +234,7 @@ class PriorDataModule(pl.LightningDataModule):
             batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer,
             resampled=self.resampled, seed=stream_seed(Stream.SHARD_ORDER, self.seed, step),
             epoch_length=self.epoch_length, hflip=self.hflip, drop_last=True,
-            num_workers=self.num_workers, rank=rank, world_size=world)
+            num_workers=self.num_workers, rank=rank, world_size=world, rule=self.value_rule)
         self.shard_stats = dataset.stats   # decode/read failures, counted across workers
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0,
@@ -225,7 +254,8 @@ class PriorDataModule(pl.LightningDataModule):
 
         dataset = build_shard_dataset(self.urls, image_size=self.image_size,
                                       channels=self.channels, batch_size=n, shuffle_buffer=0,
-                                      resampled=False, seed=self.seed, rank=0, world_size=1)
+                                      resampled=False, seed=self.seed, rank=0, world_size=1,
+                                      rule=self.value_rule)
         batch = next(iter(dataset))
         return images_of(batch)[:n]
 

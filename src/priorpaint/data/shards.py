@@ -22,6 +22,10 @@ per-worker quota, so the pieces are written out here:
 The dataset batches itself (collating uint8 arrays inside the worker is much cheaper than
 shipping single images between processes): wrap it as `DataLoader(ds, batch_size=None, ...)`.
 It yields float32 tensors (B, C, H, W) in [-1, 1] (or `(images, keys)` with return_keys=True).
+
+Samples are 8-bit images (the fast path, unchanged) or lossless 16-bit PNG / `.npy` members
+(`make_shards.py --format npy`: any type, any channel count), read back bit-exact and mapped to
+[-1, 1] by the shards' value rule (index.json `values`, or `data.range`; docs/values.md).
 """
 
 from __future__ import annotations
@@ -47,9 +51,19 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 
-from ..imageio import IMAGE_SUFFIXES, LEVELS, decode
+from ..imageio import (
+    IMAGE_SUFFIXES,
+    LEVELS,
+    UINT8,
+    ValueRule,
+    array_from_bytes,
+    convert_channels,
+    decode,
+    value_rule,
+)
 
-__all__ = ["ShardDataset", "ShardStats", "build_shard_dataset", "expand_urls", "read_index"]
+__all__ = ["ShardDataset", "ShardStats", "build_shard_dataset", "expand_urls", "read_index",
+           "shard_value_rule"]
 
 # a sample's image member, by extension (the first one present is decoded)
 IMAGE_KEYS = tuple(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
@@ -169,7 +183,7 @@ def read_index(urls, index: str | os.PathLike | None = None) -> dict | None:
     Looks next to each shard (or at `index`, a path/URL of one index.json). Returns None when no
     index is found or it does not list every shard, else a dict:
     `{"urls": [...], "counts": [...], "total": int, "image_size": [H, W] | None,
-    "channels": int | None, "indexes": [index URLs]}`.
+    "channels": int | None, "values": {"dtype", "range"} | None, "indexes": [index URLs]}`.
     """
     urls = expand_urls(urls)
     index_urls = [str(index)] * len(urls) if index is not None else [_index_url(u) for u in urls]
@@ -189,13 +203,23 @@ def read_index(urls, index: str | os.PathLike | None = None) -> dict | None:
             return None
         counts.append(by_name[name])
     metas = [m for m in loaded.values() if m is not None]
-    for key in ("image_size", "channels"):
+    for key in ("image_size", "channels", "values"):
         if len({json.dumps(m.get(key)) for m in metas}) > 1:
             raise ValueError(f"shard indexes {list(loaded)} disagree on {key}; "
                              "train on shards written with the same --size/--channels")
     return {"urls": urls, "counts": counts, "total": sum(counts),
             "image_size": metas[0].get("image_size"), "channels": metas[0].get("channels"),
-            "indexes": list(loaded)}
+            "values": metas[0].get("values"), "indexes": list(loaded)}
+
+
+def shard_value_rule(urls, spec="auto") -> ValueRule:
+    """The value rule of shards: ``data.range`` when given, else what index.json records
+    (``make_shards.py`` writes the sources' type), else 8-bit levels (images shards)."""
+    meta = read_index(urls)
+    stored = (meta or {}).get("values")
+    if spec in (None, "auto"):
+        return ValueRule.from_dict(stored) if stored else UINT8
+    return value_rule(spec, stored["dtype"] if stored else None, "data.range")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -244,6 +268,31 @@ def resize_center_crop(im: Image.Image, height: int, width: int) -> Image.Image:
     return im.crop((left, top, left + width, top + height))
 
 
+def decode_array(parts: dict[str, bytes], height: int, width: int, channels: int) -> np.ndarray:
+    """(H, W, channels) values of a lossless ``.npy`` / 16-bit member, in their own type.
+
+    Bit-exact when the sample already has the model's size; otherwise resized in float
+    (covering, centre crop) and cast back (integers rounded).
+    """
+    ext = next(e for e in IMAGE_KEYS if e in parts)
+    values = array_from_bytes(parts[ext], ext)
+    values = convert_channels(values, channels, "shard sample", "data.channels")
+    if values.shape[:2] != (height, width):
+        dtype = values.dtype
+        x = torch.from_numpy(values.astype(np.float32)).permute(2, 0, 1)[None]
+        scale = max(height / x.shape[-2], width / x.shape[-1])
+        size = (max(height, round(x.shape[-2] * scale)), max(width, round(x.shape[-1] * scale)))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                            antialias=scale < 1)[0].permute(1, 2, 0).numpy()
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        x = x[top:top + height, left:left + width]
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            x = x.round().clip(info.min, info.max)
+        values = np.ascontiguousarray(x.astype(dtype))
+    return values
+
+
 def decode_image(parts: dict[str, bytes], height: int, width: int, mode: str) -> np.ndarray:
     """uint8 (H, W) or (H, W, 3) array of a sample's image (resized if the shard differs)."""
     ext = next((e for e in IMAGE_KEYS if e in parts), None)
@@ -277,7 +326,8 @@ class ShardDataset(IterableDataset):
     def __init__(self, urls: list[str], counts: list[int] | None, *, image_size: tuple[int, int],
                  channels: int, batch_size: int, shuffle_buffer: int, resampled: bool, seed: int,
                  epoch_length: int | None, hflip: bool, drop_last: bool, return_keys: bool,
-                 num_workers: int, rank: int | None, world_size: int | None):
+                 num_workers: int, rank: int | None, world_size: int | None,
+                 rule: ValueRule = UINT8):
         super().__init__()
         self.urls, self.counts = urls, counts
         self.image_size, self.channels, self.batch_size = image_size, channels, batch_size
@@ -285,6 +335,7 @@ class ShardDataset(IterableDataset):
         self.epoch_length = epoch_length
         self.hflip, self.drop_last, self.return_keys = hflip, drop_last, return_keys
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
+        self.rule = rule
         self.stats = ShardStats()
         self._epoch, self._iterations, self._warned = 0, 0, 0
         self._rank_snapshot: tuple[int, int] | None = None
@@ -457,13 +508,23 @@ class ShardDataset(IterableDataset):
         mode = "L" if self.channels == 1 else "RGB"
         for key, parts, url in raw:
             try:
-                array = decode_image(parts, height, width, mode)
+                if self._eight_bit(parts):
+                    array = decode_image(parts, height, width, mode)
+                else:
+                    array = decode_array(parts, height, width, self.channels)
             except Exception as exn:
                 self._warn("decode_errors", f"undecodable sample {key} in {url}: {exn}")
                 continue
             if self.hflip and rng.random() < 0.5:
                 array = array[:, ::-1]
             yield key, array
+
+    def _eight_bit(self, parts: dict[str, bytes]) -> bool:
+        """8-bit grey/RGB image members under 8-bit levels: the unchanged fast path."""
+        if self.rule != UINT8 or self.channels not in (1, 3) or "npy" in parts:
+            return False
+        ext = next((e for e in IMAGE_KEYS if e in parts), None)
+        return ext is None or ext not in ("png", "tif", "tiff") or _png_depth(parts[ext]) != 16
 
     def _batched(self, images):
         keys, arrays = [], []
@@ -477,6 +538,12 @@ class ShardDataset(IterableDataset):
             yield self._collate(keys, arrays)
 
     def _collate(self, keys, arrays):
+        if len({a.dtype for a in arrays}) > 1 or arrays[0].dtype != np.uint8 or self.rule != UINT8:
+            images = torch.stack([self.rule.for_dtype(a.dtype).to_unit(
+                a if a.ndim == 3 else a[..., None]) for a in arrays])
+            images = rearrange(images, "b h w c -> b c h w").contiguous() * 2.0 - 1.0
+            self.stats.add("samples", len(keys))
+            return (images, keys) if self.return_keys else images
         batch = np.stack(arrays)
         if batch.ndim == 3:
             batch = batch[..., None]
@@ -535,6 +602,7 @@ def build_shard_dataset(
     world_size: int | None = None,
     index: str | os.PathLike | None = None,
     return_keys: bool = False,
+    rule: ValueRule | None = None,
 ) -> ShardDataset:
     """An IterableDataset of image batches from tar shards; wrap as
     `DataLoader(ds, batch_size=None, num_workers=num_workers)`.
@@ -551,11 +619,12 @@ def build_shard_dataset(
     num_workers: DataLoader workers this will run with (only used for len()).
     rank / world_size: override the torch.distributed / RANK,WORLD_SIZE lookup.
     index: path/URL of index.json when it is not next to the shards.
+    rule: the value rule (default: index.json's ``values``, else 8-bit levels).
     Batches are float32 (B, C, H, W) in [-1, 1]; the last batch of each worker may be smaller
     unless drop_last. `ds.stats` (ShardStats) counts skipped data; `ds.set_epoch(e)` reshuffles.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a whole number >= 1, got {channels}")
     size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(
         int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1 or batch_size < 1:
@@ -574,4 +643,15 @@ def build_shard_dataset(
         expanded, None if meta is None else meta["counts"], image_size=size, channels=channels,
         batch_size=batch_size, shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed,
         epoch_length=epoch_length, hflip=hflip, drop_last=drop_last, return_keys=return_keys,
-        num_workers=num_workers, rank=rank, world_size=world_size)
+        num_workers=num_workers, rank=rank, world_size=world_size,
+        rule=rule if rule is not None else (ValueRule.from_dict(meta.get("values"))
+                                            if meta is not None and meta.get("values") else UINT8))
+
+
+def _png_depth(data: bytes) -> int | None:
+    """Bit depth from a PNG's IHDR (None for other formats): 16-bit members take the exact path."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 25:
+        return data[24]
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return 16   # TIFF members: read by tifffile in their own type
+    return None

@@ -1,6 +1,7 @@
 """Geometry and value transforms shared by every data source.
 
-All sources end in the same place: float (C, H, W) in [-1, 1] with C in {1, 3}. Random
+All sources end in the same place: float (C, H, W) in [-1, 1] with C = data.channels (any
+N >= 1 for folders of arrays and shards; 1 or 3 for images converted from grey/colour). Random
 choices (crop offset, flip) are read from a per-example integer seed rather than a global
 generator, so they are reproducible across resumes, workers and ranks.
 """
@@ -31,8 +32,10 @@ def pair(size) -> tuple[int, int]:
 
 
 def check_channels(channels: int) -> int:
-    if channels not in (1, 3):
-        raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    """``data.channels``: a whole number >= 1 (1 grey, 3 RGB, N bands of arrays/TIFF)."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"data.channels must be a whole number >= 1 (1 grey, 3 RGB, N bands), "
+                         f"got {channels!r}")
     return int(channels)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import Prior
@@ -30,6 +31,9 @@ def load_heldout(prior: Prior, source, max_images: int | None = None
     tensors, resized = [], 0
     for path in paths:
         image = load_input(path, prior.channels)
+        if image.pixels.dtype != np.uint8:   # the discretised likelihood has 256 bins
+            raise ValueError(f"image {path} holds {image.pixels.dtype} values; bits/dim are "
+                             f"defined on 8-bit levels (docs/values.md)")
         resized += image.size != tuple(prior.image_size)
         tensors.append(from_uint8(to_uint8(to_model(image, prior.channels, prior.image_size))))
     if resized:

@@ -108,6 +108,10 @@ def _load_inputs(folder: Path, record: dict, outputs: dict[int, list[Path]], ima
             raise ValueError(f"input {i} is {path} but {record_path} says the run used "
                              f"{names[i]}: pass the run's own images=")
     inputs = [load_input(p, int(record["resolved"]["channels"])) for p in paths]
+    for image in inputs:   # the metrics are defined on 8-bit levels (LPIPS, FID, PSNR at 255)
+        if image.pixels.dtype != np.uint8:
+            raise ValueError(f"input {image.path} holds {image.pixels.dtype} values; evaluate.py "
+                             f"scores 8-bit runs only (docs/values.md)")
     spec = mask if mask is not None else config["mask"]
     try:
         masks = load_masks_for(paths, str(spec), sizes=[i.size for i in inputs],

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from ..atomic import atomic_write
+from ..imageio import preview_channels
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 from ..seeding import Stream, stream_seed
@@ -155,6 +156,9 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 def _to01(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images to look at: N-channel data shows its first channel(s)
+    (``imageio.preview_channels``: 2 -> the first, 4+ -> the first three)."""
+    images = images[:, :preview_channels(images.shape[1])]
     return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
 
 

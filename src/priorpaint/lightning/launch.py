@@ -229,6 +229,7 @@ def _fit(cfg: DictConfig) -> TrainResult:
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg["data_info"] = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True)
                                .items() if not k.startswith("_")}
+    module_cfg["values"] = datamodule.value_rule.as_dict()   # data.range, resolved
     prior = _init_prior(cfg, module_cfg)
     # Plain containers (not DictConfig) so the checkpoint loads with torch.load(weights_only=True).
     module = get_class(module_cfg.pop("_target_"))(**module_cfg)

@@ -29,6 +29,7 @@ from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
 from ..data.transforms import pair
 from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
+from ..imageio import ValueRule
 from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
@@ -68,16 +69,18 @@ class DiffusionPriorModule(pl.LightningModule):
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
         data_info: stored in the checkpoint payload under ``"data"`` (for provenance).
+        values: the data's value rule (``ValueRule.as_dict()``, resolved by the datamodule from
+            ``data.range``): stored as the payload's ``normalization`` so sampling maps back.
 
-    Every argument but ``data_info`` is required: their defaults are configs/train.yaml's
-    ``module:`` block, written nowhere else (``compose_config(overrides).module`` gives them
-    to a Python caller).
+    Every argument but ``data_info`` and ``values`` (what the data module found, not
+    settings) is required: their defaults are configs/train.yaml's ``module:`` block, written
+    nowhere else (``compose_config(overrides).module`` gives them to a Python caller).
     """
 
     def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
                  optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
                  timestep_sampler: str, seed: int, log_every_n_steps: int,
-                 data_info: dict | None = None):
+                 data_info: dict | None = None, values: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         from ..models import build_network
@@ -99,6 +102,7 @@ class DiffusionPriorModule(pl.LightningModule):
         self.grad_clip = float(grad_clip) if grad_clip else None
         self.seed, self.log_every_n_steps = int(seed), max(1, int(log_every_n_steps))
         self.data_info = dict(data_info or {})
+        self.values = ValueRule.from_dict(values) if values else None
         self.stats = QuartileMeans(("loss", "mse", "vb"), self.diffusion.num_timesteps)
         self._grad_norms: list[torch.Tensor] = []
         self._skipped_steps = 0
@@ -267,7 +271,7 @@ class DiffusionPriorModule(pl.LightningModule):
         ema = self.emas[0].ema_model.state_dict() if len(self.emas) else None
         return prior_payload(self.model, self.diffusion, self.image_size, self.channels, ema,
                              extra={"ema_rates": self.ema_rates, "global_step": self.global_step,
-                                    "data": self.data_info})
+                                    "data": self.data_info}, values=self.values)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["priorpaint"] = self.prior_payload()

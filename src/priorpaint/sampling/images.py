@@ -2,8 +2,12 @@
 
 An input is converted to the model's channel count only when that loses nothing (grey into
 an RGB model: repeated; grey-in-RGB into a grey model: one channel). Anything else is an
-error that names the file and says what the model expects. Outputs keep the input's size and
-mode (alpha is carried over untouched), with the known pixels copied from the input file.
+error that names the file and says what the model expects. Outputs keep the input's size,
+mode and value type (alpha is carried over untouched; 16-bit stays 16-bit, float stays float,
+``.npy`` gives ``.npy``: ``imageio.output_suffix``), with the known pixels copied from the input
+file, so they equal the input's exactly in its own type. Values map to the model's range by
+the prior's value rule, taken for the input's own type (``ValueRule.for_dtype``: a 16-bit
+scan given to an 8-bit prior is scaled, not clipped).
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
 
-from ..imageio import IMAGE_SUFFIXES, array_to_image, from_uint8, list_images, read_image, to_uint8
+from ..cli import UserError
+from ..imageio import (
+    IMAGE_SUFFIXES,
+    UINT8,
+    ValueRule,
+    array_to_image,
+    convert_channels,
+    list_images,
+    output_suffix,
+    read_array,
+)
 
 __all__ = ["InputImage", "input_files", "load_input", "to_model", "from_model", "paste_known",
            "comparison_grid", "masked_view"]
@@ -29,12 +43,14 @@ _COLOUR_MODES = ("RGB", "RGBA", "P")
 
 @dataclass
 class InputImage:
-    """One input file: its pixels in output space (H, W, 1|3) uint8 and what to restore."""
+    """One input file: its pixels in output space (H, W, C) in its own type, what to restore."""
 
     path: Path
-    pixels: np.ndarray          # uint8 (H, W, C_out), the channels the output file will have
-    out_mode: str               # "L" or "RGB": the output mode without alpha
-    alpha: np.ndarray | None    # uint8 (H, W) alpha, copied to the output unchanged
+    pixels: np.ndarray          # (H, W, C_out) in the file's type, the output file's channels
+    out_mode: str               # "L", "RGB" or "N": the output's channels without alpha
+    alpha: np.ndarray | None    # (H, W) alpha, copied to the output unchanged
+    rule: ValueRule = UINT8     # how this file's values map to [-1, 1] (the prior's, for its type)
+    suffix: str = ".png"        # the output file type (imageio.output_suffix)
 
     @property
     def stem(self) -> str:
@@ -64,29 +80,32 @@ def input_files(source) -> list[Path]:
     raise FileNotFoundError(f"images={source} is neither an image file nor a folder")
 
 
-def load_input(path, channels: int) -> InputImage:
-    """Read ``path`` for a model with ``channels`` channels (1 or 3); clear errors otherwise."""
+def load_input(path, channels: int, rule: ValueRule = UINT8) -> InputImage:
+    """Read ``path`` for a model with ``channels`` channels whose data rule is ``rule``.
+
+    Any file :func:`priorpaint.imageio.read_array` reads (photos, 16-bit, float, ``.npy``,
+    multi-page TIFF); a channel count the model cannot take is one line naming the file.
+    """
     path = Path(path)
-    if channels not in (1, 3):
-        raise ValueError(f"the model has {channels} channels; sample.py reads images only for "
-                         f"1-channel (grey) or 3-channel (RGB) models")
-    array = read_image(path)
-    mode = {3: "RGB", 4: "RGBA"}.get(array.shape[-1])  # (palette files are read as these)
-    alpha = None
-    if array.shape[-1] in (2, 4):
-        array, alpha = array[..., :-1], array[..., -1]
-    grey_input = array.shape[-1] == 1
-    if channels == 1 and not grey_input:
+    array, alpha = read_array(path)
+    have = array.shape[-1]
+    input_rule = rule.for_dtype(array.dtype)
+    suffix = output_suffix(path, array, alpha)
+    if channels == 1 and have == 3:
         if not (np.array_equal(array[..., 0], array[..., 1])
                 and np.array_equal(array[..., 0], array[..., 2])):
-            raise ValueError(f"image {path} is colour (mode {mode}) but the model expects 1 "
-                             f"channel (grey); convert the image to grey or use an RGB model")
-        return InputImage(path, array, "RGB", alpha)  # grey stored as RGB stays an RGB file
-    return InputImage(path, array, "L" if grey_input else "RGB", alpha)
+            raise UserError(f"image {path} is colour (mode RGB) but the model expects 1 "
+                            f"channel (grey); convert the image to grey or use an RGB model")
+        return InputImage(path, array, "RGB", alpha, input_rule, suffix)  # grey stored as RGB
+    if have != channels and not (have == 1 and channels == 3):
+        raise UserError(f"image {path} has {have} channel(s) but the checkpoint's prior takes "
+                        f"{channels}: give {channels}-channel inputs or a {have}-channel prior")
+    mode = {1: "L", 3: "RGB"}.get(have, "N")
+    return InputImage(path, array, mode, alpha, input_rule, suffix)
 
 
 def _model_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (H, W, channels) from output-space pixels (lossless by construction)."""
+    """(H, W, channels) from output-space pixels (lossless by construction)."""
     if pixels.shape[-1] == channels:
         return pixels
     if channels == 3:
@@ -96,25 +115,23 @@ def _model_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 def to_model(image: InputImage, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """(C, H, W) float in [-1, 1] at the model's ``size`` (antialiased bicubic when resized)."""
-    x = rearrange(from_uint8(_model_channels(image.pixels, channels)), "h w c -> c h w")
+    x = rearrange(image.rule.to_model(_model_channels(image.pixels, channels)), "h w c -> c h w")
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x[None], size=tuple(size), mode="bicubic", antialias=True,
                           align_corners=False)[0].clamp(-1.0, 1.0)
     return x
 
 
-def from_model(sample: torch.Tensor, size: tuple[int, int], out_channels: int) -> np.ndarray:
-    """uint8 (H, W, out_channels) at ``size`` from a model-space sample (C, h, w) in [-1, 1]."""
+def from_model(sample: torch.Tensor, size: tuple[int, int], out_channels: int,
+               rule: ValueRule = UINT8) -> np.ndarray:
+    """(H, W, out_channels) values of ``rule`` (8-bit levels by default) at ``size`` from a
+    model-space sample (C, h, w) in [-1, 1]."""
     x = sample.detach().float().cpu()
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x[None], size=tuple(size), mode="bicubic", antialias=True,
                           align_corners=False)[0]
-    pixels = rearrange(to_uint8(x), "c h w -> h w c").numpy()
-    if pixels.shape[-1] == out_channels:
-        return pixels
-    if out_channels == 3:
-        return np.repeat(pixels, 3, axis=-1)
-    return np.asarray(Image.fromarray(pixels, "RGB").convert("L"))[..., None]
+    pixels = rule.from_model(rearrange(x, "c h w -> h w c"))
+    return convert_channels(pixels, out_channels, "the sample", "the output's channels")
 
 
 def paste_known(pixels: np.ndarray, image: InputImage, mask: torch.Tensor) -> np.ndarray:
@@ -137,6 +154,8 @@ def comparison_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> Image
 
 
 def masked_view(image: InputImage, mask: torch.Tensor) -> np.ndarray:
-    """The input with its unknown pixels grey: what the sampler was given."""
-    return paste_known(np.full_like(image.pixels, 128), image, mask)
+    """The input with its unknown pixels mid-grey (the value the rule maps to 0; 128 for 8-bit
+    levels): what the sampler was given."""
+    middle = image.rule.from_model(torch.zeros(()))
+    return paste_known(np.full_like(image.pixels, middle), image, mask)
 

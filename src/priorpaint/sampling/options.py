@@ -193,9 +193,10 @@ class Job:
         return self.plan.options
 
 
-def output_path(out: Path, stem: str, sample_index: int) -> Path:
-    """Where output (image stem, sample index) goes: ``{out}/{stem}_s{sample_index}.png``."""
-    return Path(out) / f"{stem}_s{sample_index}.png"
+def output_path(out: Path, stem: str, sample_index: int, suffix: str = ".png") -> Path:
+    """Where output (image stem, sample index) goes: ``{out}/{stem}_s{sample_index}{suffix}``
+    (``.png``; ``.tif``/``.npy`` for inputs PNG cannot hold: ``imageio.output_suffix``)."""
+    return Path(out) / f"{stem}_s{sample_index}{suffix}"
 
 
 def clip_denoised(value: bool | str, prior) -> bool:

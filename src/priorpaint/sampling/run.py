@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import file_sha256
+from ..checkpoint import file_sha256, value_rule_of
 from ..devices import resolve_device
-from ..imageio import array_to_image, read_pixels, save_png
+from ..imageio import output_suffix, preview_uint8, read_array, read_pixels, save_png, write_array
 from ..masks import load_masks_for
 from .api import generate, inpaint
 from .distributed import local_device, ranks_from_env, shard
@@ -126,7 +126,8 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
 
     out = Path(options.out)
     if options.conditional:
-        inputs = [load_input(p, prior.channels) for p in input_files(options.images)]
+        rule = value_rule_of(prior.info)
+        inputs = [load_input(p, prior.channels, rule) for p in input_files(options.images)]
         _check_unique_stems(inputs)
         for image in inputs:
             check_fit(resolve_fit(options.fit, image.size, prior.image_size), image.size,
@@ -134,10 +135,12 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
         masks = load_masks_for([i.path for i in inputs], options.mask,
                                sizes=[i.size for i in inputs], seed=options.seed)
         stems = [i.stem for i in inputs]
+        suffixes = [i.suffix for i in inputs]
         grids = [out / f"{stem}_grid.png" for stem in stems]
     else:
         inputs, masks, stems, grids = [], [], ["sample"], [out / "samples_grid.png"]
-    outputs = [Output(output_path(out, stem, k), i, k) for i, stem in enumerate(stems)
+        suffixes = [_sample_suffix(prior)]
+    outputs = [Output(output_path(out, stem, k, suffixes[i]), i, k) for i, stem in enumerate(stems)
                for k in range(options.n_samples)]
     record = out / "run.yaml"
     ckpt_sha = file_sha256(Path(options.ckpt))
@@ -168,6 +171,13 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
         ranks.close()
     log.info("wrote %d sample(s) to %s", len(todo), out)
     return [o.path for o in outputs]
+
+
+def _sample_suffix(prior) -> str:
+    """Unconditional samples' file type: that of the prior's data (PNG for 8-bit grey/RGB and
+    16-bit grey, else TIFF)."""
+    rule = value_rule_of(prior.info)
+    return output_suffix("sample.png", np.zeros((1, 1, prior.channels), rule.dtype))
 
 
 def _check_unique_stems(inputs: list[InputImage]) -> None:
@@ -234,9 +244,9 @@ def inpaint_batch(job: Job, model, batch: list[Output], progress) -> None:
                            items=[(out.image, out.sample) for out in batch])
     for out, sample in zip(batch, result, strict=True):
         image = inputs[out.image]
-        pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1]),
+        pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1], image.rule),
                              image, masks[out.image])
-        save_png(array_to_image(pixels, image.alpha), out.path)
+        write_array(pixels, out.path, image.alpha)
 
 
 def generate_batch(job: Job, model, batch: list[Output], progress) -> None:
@@ -250,23 +260,33 @@ def generate_batch(job: Job, model, batch: list[Output], progress) -> None:
                       eta=options.unconditional_eta, generators=generators, device=job.device,
                       clip_denoised=job.plan.clip_denoised, autocast_dtype=options.autocast,
                       progress=progress)
+    rule = value_rule_of(prior.info)
     for out, sample in zip(batch, result, strict=True):
-        save_png(array_to_image(from_model(sample, prior.image_size, prior.channels)), out.path)
+        write_array(from_model(sample, prior.image_size, prior.channels, rule), out.path)
 
 
 def write_grids(job: Job, out: Path) -> None:
     """Comparison grids from the files on disk (samples may come from several ranks or runs)."""
     if job.inputs:
         for i, image in enumerate(job.inputs):
-            channels = image.pixels.shape[-1]
-            samples = [read_pixels(o.path, channels) for o in job.outputs if o.image == i]
+            samples = [read_array(o.path)[0] for o in job.outputs if o.image == i]
             row = [masked_view(image, job.masks[i]), *samples, image.pixels]
-            save_png(comparison_grid([row]), out / f"{image.stem}_grid.png")
+            save_png(comparison_grid([[preview_uint8(tile, image.rule) for tile in row]]),
+                     out / f"{image.stem}_grid.png")
         return
-    tiles = [read_pixels(o.path, 4) for o in job.outputs]
+    rule = value_rule_of(job.prior.info)
+    tiles = [_sample_tile(o.path, rule) for o in job.outputs]
     columns = int(np.ceil(np.sqrt(len(tiles))))
     save_png(comparison_grid([tiles[r:r + columns] for r in range(0, len(tiles), columns)]),
              out / "samples_grid.png")
+
+
+def _sample_tile(path: Path, rule) -> np.ndarray:
+    """A grid tile of an unconditional sample: an 8-bit PNG as written (alpha too), anything
+    else through ``preview_uint8`` (docs/values.md: which channels a preview shows)."""
+    if path.suffix == ".png" and rule.dtype == "uint8":
+        return read_pixels(path, 4)
+    return preview_uint8(read_array(path)[0], rule)
 
 
 def _set_labels(model, options: RunOptions, items: list[tuple[int, int]], device) -> None:

@@ -55,10 +55,20 @@ def painted_editor(upload_value, rows=slice(4, 10), cols=slice(5, 12)):
     return value
 
 
+def named(update) -> dict:
+    """One update of page.run by output name (ui.RUN_OUTPUTS)."""
+    from priorpaint.app.ui import RUN_OUTPUTS
+
+    assert len(update) == len(RUN_OUTPUTS)
+    return dict(zip(RUN_OUTPUTS, update, strict=True))
+
+
 def finish(generator):
-    """Run a page.run generator to its end; its last (status, preview, gallery, files)."""
-    updates = list(generator)
-    return updates, updates[-1]
+    """Run a page.run generator to its end; every update by name and the last one's
+    (status, preview, gallery, files)."""
+    updates = [named(u) for u in generator]
+    last = updates[-1]
+    return updates, (last["status"], last["preview"], last["gallery"], last["files"])
 
 
 def test_checkpoint_info_and_folder_choice(tmp_path, one_thread):
@@ -123,7 +133,7 @@ def test_run_keeps_known_pixels_and_writes_downloads(page, tmp_path):
     updates, (status, _, gallery, files) = finish(page.run(
         editor, source, "painted", "ddpm", "auto", 10, 10, 0.0, 2, 7))
     assert status.startswith("done: 2 sample(s), 20 network calls each")
-    assert any(str(u[0]).startswith("sampling: 20/20") for u in updates)
+    assert any(str(u["status"]).startswith("sampling: 20/20") for u in updates)
     original = np.asarray(Image.open(DIGIT))
     known = np.ones((16, 16), bool)
     known[4:10, 5:12] = False
@@ -271,9 +281,9 @@ def test_cancel_button_stops_the_page_run(page):
     editor, source, _, _ = page.take_upload(str(DIGIT))
     run = page.run(painted_editor(editor), source, "painted", "repaint", "auto", 10, 10, 0.0,
                    1, 0)
-    assert next(run)[0] == "sampling…"
+    assert named(next(run))["status"] == "sampling: starting…"
     page.cancel()
-    status = list(run)[-1][0]
+    status = named(list(run)[-1])["status"]
     assert status.startswith("cancelled") and "of 110" in status
 
 
@@ -493,3 +503,44 @@ def test_auth_key_makes_the_page_ask_for_a_login(served):
         assert http.post("/login", data={"username": "alice", "password": "s3cret"}
                          ).status_code == 200
         assert http.get("/config").status_code == 200   # the login cookie lets it in
+
+
+def test_time_left_comes_from_this_runs_measured_pace():
+    from priorpaint.app.ui import progress_html, progress_line, seconds_left
+
+    # 10 calls in 2 s after the first report: 0.2 s a call, 80 calls to go
+    assert seconds_left(11, 91, 1, 100.0, 11, 102.0) == pytest.approx(16.0)
+    assert seconds_left(1, 91, 1, 100.0, 1, 100.0) != seconds_left(1, 91, 1, 100.0, 1, 100.0)
+    line = progress_line(11, 91, 3.0, 16.0)
+    assert line.startswith("sampling: 11/91 network calls") and "~16.0 s left" in line
+    assert "measuring" in progress_line(1, 91, 0.5, float("nan"))
+    assert 'value="11" max="91"' in progress_html(11, 91)
+
+
+def test_run_shows_progress_preview_and_a_busy_button(page, monkeypatch):
+    """While it samples: one counter (status and bar from the same report), x̂_0 previews
+    before the result, the Inpaint button busy; a second click is answered, not dropped."""
+    from priorpaint.app import ui
+
+    page.cfg.preview_every = 5
+    said = []
+    monkeypatch.setattr(ui.gr, "Info", lambda text, *a, **k: said.append(text))
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    run = page.run(painted_editor(editor), source, "painted", "ddpm", "auto", None, None, None,
+                   1, 0)
+    first = named(next(run))
+    assert first["button"]["value"] == ui.BUSY_LABEL and first["gallery"] == []
+    page.busy()                          # a second click while it samples
+    assert said and "in progress" in said[-1]
+    updates = [first] + [named(u) for u in run]
+    previews = [k for k, u in enumerate(updates) if isinstance(u["preview"], np.ndarray)]
+    done = next(k for k, u in enumerate(updates) if str(u["status"]).startswith("done"))
+    assert len(previews) >= 4 and previews[0] < done   # 1, 6, 11, 16, 20 of 20 calls
+    for u in updates:
+        if str(u["status"]).startswith("sampling: ") and "/" in u["status"]:
+            done_calls = int(u["status"].split()[1].split("/")[0])
+            assert f'value="{done_calls}" max="20"' in u["bar"]   # the bar says the same
+    assert updates[-1]["button"]["value"] == "Inpaint" and updates[-1]["bar"] == ""
+    said.clear()
+    page.busy()                          # after the run: nothing to say
+    assert said == []

@@ -179,6 +179,7 @@ class Page:
         self._priors: dict[str, LoadedPrior] = {}
         self._loading = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
+        self._running: set[str] = set()   # visitors whose run is sampling now
         # downloads are copied here for Gradio to serve from its cache: the runs folder
         # itself is never on a served path (another visitor could guess a run's name)
         self._staging = tempfile.TemporaryDirectory(prefix="priorpaint-app-")
@@ -312,9 +313,12 @@ class Page:
                 f"{loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
 
     # ----------------------------------------------------------------------- a run
+    @staticmethod
+    def _key(request) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
     def _event(self, request) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "local"
-        return self._cancel.setdefault(key, threading.Event())
+        return self._cancel.setdefault(self._key(request), threading.Event())
 
     def cancel(self, request: gr.Request = None) -> None:
         """Stop this visitor's run at its next network call. It writes no status itself: the
@@ -330,9 +334,12 @@ class Page:
         return [str(shutil.copy2(p, folder / Path(p).name)) for p in paths]
 
     def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
-            n_samples, seed, chosen: str | None = None, request: gr.Request = None,
-            progress=gr.Progress()):  # noqa: B008 (how Gradio finds the progress bar)
-        """Generator handler: yields (status, preview, gallery, files) while sampling."""
+            n_samples, seed, chosen: str | None = None, request: gr.Request = None):
+        """Generator handler: yields the :data:`RUN_OUTPUTS` while sampling.
+
+        Progress is the page's own: one status line and one bar from the same report, so two
+        counters cannot disagree (Gradio's progress overlay would cover the preview and the
+        results and count on its own)."""
         loaded = self.prior(chosen)
         image = self.current_input(editor, source, chosen)
         mask = self.current_mask(editor, image, kind, seed)
@@ -365,48 +372,122 @@ class Page:
                 events.put(("error", e))
 
         worker = threading.Thread(target=work, name="priorpaint-sampling", daemon=True)
-        started = time.perf_counter()
         worker.start()
         skip = gr.skip()
+        out = dict.fromkeys(RUN_OUTPUTS, skip)
+
+        def update(**changes):
+            return tuple({**out, **changes}.values())
+
+        speed = Speed()
+        self._running.add(self._key(request))
         try:
-            yield "sampling…", skip, [], None
+            yield update(status="sampling: starting…", bar=progress_html(0, 1), preview=None,
+                         gallery=[],
+                         files=None, button=gr.update(value=BUSY_LABEL, variant="secondary"))
             shown = 0.0
             while True:
                 kind_, *payload = events.get()
                 if kind_ == "progress":
                     done, total = payload
-                    progress((done, total), desc="sampling", unit="network calls")
                     now = time.perf_counter()
-                    if now - shown > 0.5 or done == total:
+                    speed.tick(done, now)
+                    if now - shown > 0.25 or done == total:
                         shown = now
-                        left = (now - started) / done * (total - done)
-                        yield (f"sampling: {done}/{total} network calls · "
-                               f"{_seconds(now - started)} elapsed · ~{_seconds(left)} left",
-                               skip, skip, skip)
+                        yield update(status=progress_line(done, total, speed.elapsed(now),
+                                                          speed.left(done, total)),
+                                     bar=progress_html(done, total))
                 elif kind_ == "preview":
                     tiles, done = payload
-                    yield skip, _enlarged(np.asarray(comparison_grid([tiles]))), skip, skip
+                    yield update(preview=_enlarged(np.asarray(comparison_grid([tiles]))))
                 elif kind_ == "done":
                     result = payload[0]
                     gallery = [(_shown(s), f"sample {k}") for k, s in enumerate(result.samples)]
-                    yield (f"done: {len(result.samples)} sample(s), {result.network_calls:,} "
-                           f"network calls each, {_seconds(result.seconds)} · saved as "
-                           f"`{result.run_dir.name}`", skip, gallery,
-                           self._downloads(result.downloads))
+                    yield update(status=f"done: {len(result.samples)} sample(s), "
+                                 f"{result.network_calls:,} network calls each, "
+                                 f"{_seconds(result.seconds)} · saved as `{result.run_dir.name}`",
+                                 bar="", gallery=gallery,
+                                 files=self._downloads(result.downloads), button=IDLE_BUTTON())
                     return
                 else:
                     error = payload[0]
                     if isinstance(error, RunCancelled):
                         gr.Info(f"run {error}")
-                        yield f"cancelled ({error}); nothing was written", skip, [], None
+                        yield update(status=f"cancelled ({error}); nothing was written", bar="",
+                                     gallery=[], files=None, button=IDLE_BUTTON())
                         return
                     if isinstance(error, USER_ERRORS):
                         raise self._error(error) from error
                     raise error
         finally:
+            self._running.discard(self._key(request))
             if worker.is_alive():   # the page went away or the event was cancelled
                 cancel.set()
                 worker.join()
+
+    def busy(self, request: gr.Request = None) -> None:
+        """A click on Inpaint while this visitor's run samples: say so (the run's own event
+        ignores clicks until it ends; Gradio would otherwise drop the click silently)."""
+        if self._key(request) in self._running:
+            gr.Info("a run is in progress: wait for it to finish, or press Cancel to stop it")
+
+
+# what page.run yields, in order (the outputs of the Inpaint event)
+RUN_OUTPUTS = ("status", "bar", "preview", "gallery", "files", "button")
+BUSY_LABEL = "Inpainting… (running)"
+
+
+def IDLE_BUTTON():  # noqa: N802 (a constant made fresh: Gradio updates are dicts)
+    return gr.update(value="Inpaint", variant="primary")
+
+
+class Speed:
+    """This run's measured speed: network calls per second since its first call.
+
+    Why not the call timed at load: the first calls of a run pay for warm-up and the machine's
+    load changes, so only the run's own pace predicts its end (the budget line before a run
+    is the load-time estimate). The first call is the clock's start, so setup (writing the
+    input, building the model) is not counted as sampling time.
+    """
+
+    def __init__(self):
+        self.first: tuple[int, float] | None = None
+        self.last: tuple[int, float] | None = None
+        self.started = time.perf_counter()
+
+    def tick(self, done: int, now: float) -> None:
+        if self.first is None:
+            self.first = (done, now)
+        self.last = (done, now)
+
+    def elapsed(self, now: float) -> float:
+        return now - self.started
+
+    def left(self, done: int, total: int) -> float:
+        return seconds_left(done, total, *(self.first or (0, 0.0)), *(self.last or (0, 0.0)))
+
+
+def seconds_left(done: int, total: int, first_done: int, first_time: float, last_done: int,
+                 last_time: float) -> float:
+    """Time to the run's end at the pace measured between two progress reports (nan until
+    two distinct reports exist)."""
+    if last_done <= first_done or last_time <= first_time:
+        return float("nan")
+    per_call = (last_time - first_time) / (last_done - first_done)
+    return per_call * max(total - done, 0)
+
+
+def progress_line(done: int, total: int, elapsed: float, left: float) -> str:
+    """The status line during a run: the one counter the page shows."""
+    estimate = "measuring speed…" if left != left else f"~{_seconds(left)} left"
+    return (f"sampling: {done}/{total} network calls · {_seconds(elapsed)} elapsed · "
+            f"{estimate} (at this run's measured speed)")
+
+
+def progress_html(done: int, total: int) -> str:
+    """One progress bar (an HTML ``<progress>``): filled to done/total."""
+    return (f'<progress value="{int(done)}" max="{max(int(total), 1)}" '
+            f'style="width:100%;height:14px" aria-label="network calls done"></progress>')
 
 
 # tiny priors make tiny images: show their pixels, not a blur
@@ -483,6 +564,7 @@ def build(page: Page) -> gr.Blocks:
                     go = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 status = gr.Markdown("", elem_id="status")
+                bar = gr.HTML("", elem_id="progress", padding=False)
                 preview = gr.Image(label="predicted x̂₀ (preview)", format="png", height=160,
                                    interactive=False, elem_id="preview")
                 gallery = gr.Gallery(label="results (known pixels exact)", format="png",
@@ -515,9 +597,17 @@ def build(page: Page) -> gr.Blocks:
         # (choosing RePaint also rewrites the jump fields, a second wave of changes).
         gr.on([box.change for box in budget_fields], page.budget, [*budget_fields, chosen],
               budget, trigger_mode="always_last", **light)
+        # a click during this visitor's run is answered (the run's own event ignores it)
+        go.click(page.busy, None, None, **light)
+        outputs = {"status": status, "bar": bar, "preview": preview, "gallery": gallery,
+                   "files": files, "button": go}
+        # Gradio's own progress only on the status line, minimal: a queued visitor still
+        # sees "queue: 1/1" there, and nothing covers the preview or the results
         go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
                             jump_n_sample, eta, n_samples, seed, chosen],
-                 [status, preview, gallery, files], api_name="inpaint")
+                 [outputs[name] for name in RUN_OUTPUTS], api_name="inpaint",
+                 show_progress="minimal", show_progress_on=[status]).then(
+            IDLE_BUTTON, None, go, **light)   # also after an error: the button is free again
         stop.click(page.cancel, None, None, queue=False)
     return demo
 

@@ -68,7 +68,11 @@ def finish(generator):
     (status, preview, gallery, files)."""
     updates = [named(u) for u in generator]
     last = updates[-1]
-    return updates, (last["status"], last["preview"], last["gallery"], last["files"])
+    gallery = last["gallery"]
+    if isinstance(gallery, dict):   # gr.update(value=[(view, label), ...], columns=...)
+        factor = last["last"]["factor"]
+        gallery = [(view[::factor, ::factor], label) for view, label in gallery["value"]]
+    return updates, (last["status"], last["preview"], gallery, last["files"])
 
 
 def test_checkpoint_info_and_folder_choice(tmp_path, one_thread):
@@ -544,3 +548,28 @@ def test_run_shows_progress_preview_and_a_busy_button(page, monkeypatch):
     said.clear()
     page.busy()                          # after the run: nothing to say
     assert said == []
+
+
+def test_results_are_crisp_whole_and_compared_with_the_masked_input(page):
+    """Results are enlarged by one whole factor (nearest-neighbour: every pixel a block of
+    equal values), laid out on a near-square grid, and the before/after slider pairs the
+    masked input with the clicked sample at the same size."""
+    from priorpaint.app.ui import gallery_columns, view_factor
+
+    assert [gallery_columns(n) for n in (1, 2, 4, 5, 16)] == [1, 2, 2, 3, 4]
+    assert view_factor((32, 32)) == 8 and view_factor((321, 481)) == 1
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    updates, (_, _, gallery, _) = finish(page.run(painted_editor(editor), source, "painted",
+                                                  "ddpm", "auto", None, None, None, 3, 0))
+    last = updates[-1]
+    factor = last["last"]["factor"]
+    assert factor == 16 and last["gallery"]["columns"] == 2
+    for (view, _), (small, _) in zip(last["gallery"]["value"], gallery, strict=True):
+        assert view.shape == (256, 256)
+        assert np.array_equal(view, small.repeat(factor, 0).repeat(factor, 1))   # no blur
+    before, after = last["compare"]
+    assert before.shape == after.shape == (256, 256)
+    assert before[5 * factor, 6 * factor] == 128 and np.array_equal(after, last["gallery"]["value"][0][0])
+    picked = page.compare_sample(last["last"], gr.SelectData(None, {"index": 2, "value": None}))
+    assert np.array_equal(picked[1], last["gallery"]["value"][2][0])
+    assert np.array_equal(picked[0], before)

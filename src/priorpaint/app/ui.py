@@ -154,6 +154,26 @@ def _enlarged(pixels: np.ndarray, side: int = 192) -> np.ndarray:
     return pixels.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+def result_views(masked, samples, side: int = 256) -> dict:
+    """The masked input and the samples as the page shows them: uint8, repeated
+    nearest-neighbour by one common whole factor, so a 32x32 result is crisp (never blurred
+    by the browser's smoothing) and the before/after pair has the same size."""
+    factor = view_factor(np.asarray(masked).shape[:2], side)
+    grow = lambda p: _shown(p).repeat(factor, axis=0).repeat(factor, axis=1)  # noqa: E731
+    return {"masked": grow(masked), "samples": [grow(s) for s in samples], "factor": factor}
+
+
+def view_factor(size, side: int = 256) -> int:
+    """The whole factor that brings an image of ``size`` (H, W) to about ``side`` pixels (1
+    for images already that large: they are shown as they are, fitted by the browser)."""
+    return max(1, side // max(int(size[0]), int(size[1])))
+
+
+def gallery_columns(n: int) -> int:
+    """Columns for ``n`` results: a near-square grid, so every result fits its box whole."""
+    return max(1, min(4, int(np.ceil(np.sqrt(n)))))
+
+
 def _seconds(value: float) -> str:
     if value != value:  # nan
         return "?"
@@ -383,7 +403,7 @@ class Page:
         self._running.add(self._key(request))
         try:
             yield update(status="sampling: starting…", bar=progress_html(0, 1), preview=None,
-                         gallery=[],
+                         gallery=[], compare=None,
                          files=None, button=gr.update(value=BUSY_LABEL, variant="secondary"))
             shown = 0.0
             while True:
@@ -402,19 +422,24 @@ class Page:
                     yield update(preview=_enlarged(np.asarray(comparison_grid([tiles]))))
                 elif kind_ == "done":
                     result = payload[0]
-                    gallery = [(_shown(s), f"sample {k}") for k, s in enumerate(result.samples)]
+                    views = result_views(masked_view(image, mask), result.samples)
+                    gallery = gr.update(value=[(view, f"sample {k}") for k, view in
+                                               enumerate(views["samples"])],
+                                        columns=gallery_columns(len(result.samples)))
                     yield update(status=f"done: {len(result.samples)} sample(s), "
                                  f"{result.network_calls:,} network calls each, "
                                  f"{_seconds(result.seconds)} · saved as `{result.run_dir.name}`",
-                                 bar="", gallery=gallery,
-                                 files=self._downloads(result.downloads), button=IDLE_BUTTON())
+                                 bar="", gallery=gallery, compare=(views["masked"],
+                                                                   views["samples"][0]),
+                                 last=views, files=self._downloads(result.downloads),
+                                 button=IDLE_BUTTON())
                     return
                 else:
                     error = payload[0]
                     if isinstance(error, RunCancelled):
                         gr.Info(f"run {error}")
                         yield update(status=f"cancelled ({error}); nothing was written", bar="",
-                                     gallery=[], files=None, button=IDLE_BUTTON())
+                                     gallery=[], compare=None, files=None, button=IDLE_BUTTON())
                         return
                     if isinstance(error, USER_ERRORS):
                         raise self._error(error) from error
@@ -425,6 +450,14 @@ class Page:
                 cancel.set()
                 worker.join()
 
+    @staticmethod
+    def compare_sample(last, evt: gr.SelectData = None):
+        """A result clicked in the gallery: the before/after slider shows that sample."""
+        index = getattr(evt, "index", None)
+        if not last or not isinstance(index, int) or not 0 <= index < len(last["samples"]):
+            return gr.skip()
+        return last["masked"], last["samples"][index]
+
     def busy(self, request: gr.Request = None) -> None:
         """A click on Inpaint while this visitor's run samples: say so (the run's own event
         ignores clicks until it ends; Gradio would otherwise drop the click silently)."""
@@ -433,7 +466,7 @@ class Page:
 
 
 # what page.run yields, in order (the outputs of the Inpaint event)
-RUN_OUTPUTS = ("status", "bar", "preview", "gallery", "files", "button")
+RUN_OUTPUTS = ("status", "bar", "preview", "gallery", "compare", "last", "files", "button")
 BUSY_LABEL = "Inpainting… (running)"
 
 
@@ -491,7 +524,8 @@ def progress_html(done: int, total: int) -> str:
 
 
 # tiny priors make tiny images: show their pixels, not a blur
-CSS = "#results img, #examples img {image-rendering: pixelated}"
+CSS = ("#results img, #examples img, #compare img, #preview img, #masked img "
+       "{image-rendering: pixelated}")
 
 
 def _theme():
@@ -567,9 +601,16 @@ def build(page: Page) -> gr.Blocks:
                 bar = gr.HTML("", elem_id="progress", padding=False)
                 preview = gr.Image(label="predicted x̂₀ (preview)", format="png", height=160,
                                    interactive=False, elem_id="preview")
-                gallery = gr.Gallery(label="results (known pixels exact)", format="png",
-                                     columns=4, height=260, object_fit="contain",
+                # results: whole (object-fit contain in square cells, as many columns as
+                # the count needs), crisp (enlarged nearest-neighbour), click one to enlarge
+                # it and to compare it below
+                gallery = gr.Gallery(label="results (known pixels exact; click to enlarge)",
+                                     format="png", columns=2, height="auto",
+                                     object_fit="contain", allow_preview=True, preview=False,
                                      elem_id="results")
+                compare = gr.ImageSlider(label="before (hole grey) / after: drag to compare",
+                                         format="png", interactive=False, max_height=360,
+                                         elem_id="compare")
                 files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
                                 file_count="multiple", interactive=False, elem_id="downloads")
 
@@ -599,8 +640,10 @@ def build(page: Page) -> gr.Blocks:
               budget, trigger_mode="always_last", **light)
         # a click during this visitor's run is answered (the run's own event ignores it)
         go.click(page.busy, None, None, **light)
+        last = gr.State(None)   # this visitor's last result, as shown (for the slider)
         outputs = {"status": status, "bar": bar, "preview": preview, "gallery": gallery,
-                   "files": files, "button": go}
+                   "compare": compare, "last": last, "files": files, "button": go}
+        gallery.select(page.compare_sample, last, compare, **light)
         # Gradio's own progress only on the status line, minimal: a queued visitor still
         # sees "queue: 1/1" there, and nothing covers the preview or the results
         go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,

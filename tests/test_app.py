@@ -342,6 +342,7 @@ def test_offline_launch_settings(page, monkeypatch):
     monkeypatch.setattr(ui, "build", lambda p: demo)
     ui.launch(page.cfg, block=False)
     assert captured["share"] is False and captured["server_name"] == "127.0.0.1"
+    assert captured["quiet"] is True   # Gradio's banner would suggest share=True
     assert demo._queue.default_concurrency_limit == 1
     fonts = str(ui._theme().font)
     assert "GoogleFont" not in fonts
@@ -573,3 +574,43 @@ def test_results_are_crisp_whole_and_compared_with_the_masked_input(page):
     picked = page.compare_sample(last["last"], gr.SelectData(None, {"index": 2, "value": None}))
     assert np.array_equal(picked[1], last["gallery"]["value"][2][0])
     assert np.array_equal(picked[0], before)
+
+
+def test_errors_stay_in_the_page_until_the_next_action(page, tmp_path):
+    """A user error is written into the page's line (then raised: toast, log line, API
+    error); the next good action overwrites it."""
+    from priorpaint.app.ui import RUN_OUTPUTS, shows_errors
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    upload = shows_errors(page.take_upload, 4, 3)
+    steps = iter(upload(str(notes)))
+    editor, source, masked, note = next(steps)
+    assert note.startswith("❌ notes.txt is not an image")
+    with pytest.raises(gr.Error, match="notes.txt is not an image"):
+        next(steps)
+    (editor, source, masked, note), = list(upload(str(DIGIT)))   # a good upload clears it
+    assert source is not None and not note.startswith("❌")
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    run = shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status"))
+    steps = iter(run(editor["value"], source, "painted", "ddpm", "auto", None, None, None, 1, 0))
+    assert named(next(steps))["status"] == "❌ the mask has nothing to inpaint: paint over " \
+        "the part of the image to fill in (brush in the editor), or choose a generated mask kind"
+    with pytest.raises(gr.Error, match="nothing to inpaint"):
+        next(steps)
+
+
+def test_help_lists_the_pages_own_keys():
+    import subprocess
+    import sys
+
+    from priorpaint.app.engine import APP_KEYS
+
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    own = out.stdout.split("== All keys")[0]
+    for key in (*APP_KEYS, "ckpt", "sampler", "fit"):
+        assert f"  {key}=" in own, key
+    assert "Configuration groups" not in out.stdout and "experiment:" not in out.stdout
+    assert "preview_every: 25" in out.stdout   # and every key with its default

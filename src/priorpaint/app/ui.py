@@ -83,6 +83,36 @@ def visitor_error(error, roots=()) -> gr.Error:
     return gr.Error(text, duration=None, print_exception=False)
 
 
+ERROR_MARK = "❌"   # an error in the page's lines (notes such as "resized" are ⚠)
+
+
+def shows_errors(handler, n_outputs: int, at: int):
+    """``handler`` for an event whose user errors stay readable in the page until the next
+    action: on a ``gr.Error`` it first writes ``❌ message`` into output ``at`` (the page's
+    status line), then re-raises (the toast, the one log line, an error to an API caller).
+    Why: Gradio's toast can be closed or scroll away and its red badges carry no text; a
+    line in the page is overwritten only by the next action, whose success clears it."""
+    import functools
+    import inspect
+
+    generator = inspect.isgeneratorfunction(handler)
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            if generator:
+                yield from handler(*args, **kwargs)
+            else:
+                yield handler(*args, **kwargs)
+        except gr.Error as e:
+            shown = [gr.skip()] * n_outputs
+            shown[at] = f"{ERROR_MARK} {e.message}"
+            yield tuple(shown) if n_outputs > 1 else shown[0]
+            raise
+
+    return wrapped
+
+
 def auth_pairs(entries) -> list[tuple[str, str]] | None:
     """configs/app.yaml's ``auth:`` (``["user:password", ...]``, or null) as Gradio's
     ``launch(auth=...)`` pairs."""
@@ -537,7 +567,9 @@ def _theme():
 def build(page: Page) -> gr.Blocks:
     """The page: prior on top, image and mask on the left, sampler and results on the right."""
     cfg = page.cfg
-    light = {"concurrency_limit": None}   # not queued behind a running sampling job
+    # not queued behind a running sampling job; no progress badges (they would cover the
+    # outputs, and an error left a red "Error" on them with no text: errors are written out)
+    light = {"concurrency_limit": None, "show_progress": "hidden"}
     with gr.Blocks(title="priorpaint", analytics_enabled=False) as demo:
         gr.Markdown("## priorpaint: inpaint by hand\nUpload an image or pick an example, paint "
                     "the hole with the brush (painted = filled in) or choose a generated "
@@ -619,12 +651,16 @@ def build(page: Page) -> gr.Blocks:
         chosen = gr.State(page.default)
         budget_fields = (sampler, steps, jump_length, jump_n_sample, n_samples)
         checkpoint.change(page.choose_checkpoint, [checkpoint, chosen], [info, chosen],
-                          api_name="choose_checkpoint", **light).then(
+                          api_name="choose_checkpoint",
+                          **{**light, "show_progress": "minimal"}).then(
             page.budget, [*budget_fields, chosen], budget, **light)
         loaded = [editor, source, masked, note]
-        upload.upload(page.take_upload, [upload, chosen], loaded, **light)
+        # an image's errors stay in the note line (loaded[3]) until the next image
+        upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
+                      **light)
         if page.examples:
-            examples.select(page.take_example, chosen, loaded, **light)
+            examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
+                            **light)
         mask_inputs = [editor, source, mask_kind, seed, chosen]
         for trigger in (editor.change, mask_kind.change, seed.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
@@ -646,7 +682,8 @@ def build(page: Page) -> gr.Blocks:
         gallery.select(page.compare_sample, last, compare, **light)
         # Gradio's own progress only on the status line, minimal: a queued visitor still
         # sees "queue: 1/1" there, and nothing covers the preview or the results
-        go.click(page.run, [editor, source, mask_kind, sampler, steps, jump_length,
+        go.click(shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status")),
+                 [editor, source, mask_kind, sampler, steps, jump_length,
                             jump_n_sample, eta, n_samples, seed, chosen],
                  [outputs[name] for name in RUN_OUTPUTS], api_name="inpaint",
                  show_progress="minimal", show_progress_on=[status]).then(
@@ -678,5 +715,10 @@ def launch(cfg, block: bool = True):
                             blocked_paths=[str(p.resolve()) for p in page._paths.values()],
                             theme=_theme(),
                             footer_links=["settings"], css=CSS, ssr_mode=False, mcp_server=False,
-                            prevent_thread_lock=not block, quiet=not block)
+                            prevent_thread_lock=True, quiet=True)
+    # quiet: Gradio's own banner ends with a hint to set share=True, which this page never
+    # does (a public link would bypass host= and auth=); the address is all a user needs
+    print(f"app.py: the page is at {url} (Ctrl+C stops it)", flush=True)
+    if block:
+        demo.block_thread()
     return demo, url

@@ -182,9 +182,9 @@ def test_image_dropped_on_the_editor(page):
     known[4:10, 5:12] = False
     assert np.array_equal(gallery[0][0][known], grey[known])
     colour = canvas.copy()
-    colour[0, 0, :3] = (255, 0, 0)
-    with pytest.raises(gr.Error, match=r"the editor's image \(canvas\) is colour"):
-        page.show_mask({"background": colour, "layers": []}, None, "box", 0)
+    colour[0, 0, :3] = (255, 0, 0)   # a colour canvas for the grey prior: converted (luma)
+    shown = page.show_mask({"background": colour, "layers": []}, None, "expand", 0)
+    assert shown.ndim == 2
 
 
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
@@ -223,14 +223,6 @@ def test_bad_inputs_give_clear_messages(tmp_path, one_thread):
     with pytest.raises(gr.Error, match="notes.txt is not an image"):
         page.take_upload(str(text))
 
-    colour = tmp_path / "colour.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(colour)
-    with pytest.raises(gr.Error, match="colour.png is colour .* expects 1 channel"):
-        page.take_upload(str(colour))
-
-    editor, source, _, _ = page.take_upload(str(colour), "rgb8.ckpt")  # fine for RGB
-    with pytest.raises(gr.Error, match="colour.png is colour but the prior expects 1 channel"):
-        page.show_mask(editor["value"], source, "box", 0, "grey8.ckpt")   # then the grey one
 
     editor, source, _, _ = page.take_upload(str(DIGIT))
     with pytest.raises(gr.Error, match="nothing to inpaint"):
@@ -412,14 +404,14 @@ def test_user_error_is_one_line_without_server_paths(tmp_path, one_thread, capsy
     upload path) and the server log as one line, no traceback."""
     ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
     page = Page(app_config(ckpt, tmp_path / "runs"))
-    upload = tmp_path / "gradio" / "0f3a9c" / "colour.png"   # how Gradio stores an upload
+    upload = tmp_path / "gradio" / "0f3a9c" / "notes.png"   # how Gradio stores an upload
     upload.parent.mkdir(parents=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(upload)
+    upload.write_text("not an image")
     capsys.readouterr()
     with pytest.raises(gr.Error) as caught:
         page.take_upload(str(upload))
     message = caught.value.message
-    assert message.startswith("image colour.png is colour") and str(tmp_path) not in message
+    assert message.startswith("notes.png is not an image") and str(tmp_path) not in message
     assert caught.value.print_exception is False and caught.value.duration is None
     log = capsys.readouterr().err
     assert log == f"app.py: user error: {message}\n"
@@ -614,3 +606,54 @@ def test_help_lists_the_pages_own_keys():
         assert f"  {key}=" in own, key
     assert "Configuration groups" not in out.stdout and "experiment:" not in out.stdout
     assert "preview_every: 25" in out.stdout   # and every key with its default
+
+
+def test_page_follows_the_chosen_prior(tmp_path, one_thread):
+    """Each prior its own examples (examples_by_prior, else examples), checkpoint names shown
+    as file names with the folder as a hint, and the image in hand refitted on a switch:
+    the size note names the new prior's size, colour is converted (with a note) for a grey
+    prior and kept for an RGB one."""
+    from types import SimpleNamespace
+
+    from priorpaint.app.ui import checkpoint_label, example_images
+
+    folder = tmp_path / "priors"
+    save_tiny_prior(folder / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    save_tiny_prior(folder / "run" / "rgb16.ckpt", channels=3, size=(16, 16), steps=20)
+    page = Page(app_config(folder, tmp_path / "runs",
+                           f"+examples_by_prior={{grey*: {ROOT / 'examples' / 'mnist'}}}"))
+    assert page.checkpoint_choices() == [("grey8.ckpt", "grey8.ckpt"),
+                                         ("rgb16.ckpt · in run/", "run/rgb16.ckpt")]
+    assert checkpoint_label("a/b/c.ckpt") == "c.ckpt · in a/b/"
+    assert all("t10k_" in Path(e).name for e in page.examples_for("grey8.ckpt"))
+    assert [Path(e).name for e in page.examples_for("run/rgb16.ckpt")][0] == "digit_00.png"
+    by_prior = {"mnist32": "examples/mnist", "photos*": str(tmp_path / "none"), "*": None}
+    assert example_images(by_prior, "d", "outputs/mnist32.ckpt")[0].endswith("label1.png")
+    assert example_images(by_prior, "d", "photos64.ckpt") == []   # folder not there yet
+    assert example_images(by_prior, "d", "last.ckpt") == []       # "*": none
+
+    # an example of the grey prior, then the RGB prior: the note follows
+    _, source, _, note = page.take_example("grey8.ckpt", SimpleNamespace(index=0))
+    assert "32×32" in note and "8×8" in note
+    gallery, note, editor = page.follow_prior("run/rgb16.ckpt", source)
+    assert "16×16" in note and "8×8" not in note and "repeated on 3 channels" in note
+    assert Path(gallery["value"][0]).name == "digit_00.png"
+
+    colour = tmp_path / "colour.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    Image.fromarray(pixels).save(colour)
+    editor, source, _, note = page.take_upload(str(colour), "run/rgb16.ckpt")
+    assert note == "" and source.pixels.shape == (16, 16, 3)    # kept colour for RGB
+    _, note, editor = page.follow_prior("grey8.ckpt", source)
+    assert "colour.png is colour but the prior is grey: converted to grey" in note
+    grey = np.asarray(Image.fromarray(pixels).convert("L"))
+    background = editor["value"]["background"]
+    assert np.array_equal(background[..., 0], grey) and np.array_equal(background[..., 2], grey)
+    image = page.current_input(editor["value"], source, "grey8.ckpt")
+    assert image.pixels.shape == (16, 16, 1) and np.array_equal(image.pixels[..., 0], grey)
+    # what the run inpaints is the converted image: a run's input file is grey
+    mask = torch.ones(1, 16, 16)
+    mask[:, 4:8, 4:8] = 0
+    result = engine.run_inpainting(page.prior("grey8.ckpt"), engine.RunRequest(
+        image=image, mask=mask, sampler="ddpm"), page.cfg, tmp_path / "runs")
+    assert np.array_equal(np.asarray(Image.open(result.input_file)), grey)

@@ -1,7 +1,10 @@
 """What the page is given: an image (file, example or editor canvas) and a mask.
 
-Images go through ``sample.py``'s ``load_input``, so the channel rules and their messages are
-the command line's (grey into an RGB prior is repeated; colour into a grey prior is refused).
+Images go through ``sample.py``'s ``load_input`` and are kept as the file holds them; they are
+fitted to the chosen prior at use (:func:`for_prior`): grey into an RGB prior is repeated (as
+sample.py does), and colour into a grey prior is converted to grey with a note, where sample.py
+refuses it: a visitor who picked a colour photo wants it inpainted, and the page says what
+the prior saw (the converted image is the run's input file, so sample.py reproduces the run).
 A painted layer becomes a mask by one rule: every pixel the brush touched (alpha > 0 in any
 layer) is a hole (0), everything else is known (1), the convention of ``priorpaint.masks``.
 """
@@ -13,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..imageio import array_to_image, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
 from ..sampling.images import InputImage, load_input
 
-__all__ = ["read_upload", "input_from_array", "mask_from_layers", "generated_mask",
+__all__ = ["read_upload", "read_file", "for_prior", "input_from_array", "mask_from_layers", "generated_mask",
            "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
 
 # what each generator kind means to someone looking at the page (the registry stays the source
@@ -43,10 +47,15 @@ def mask_choices() -> list[tuple[str, str]]:
 
 
 def read_upload(path, channels: int) -> InputImage:
-    """An uploaded file as sample.py reads it (a clear ValueError for non-images)."""
+    """An uploaded file as a prior of ``channels`` channels sees it (:func:`for_prior`)."""
+    return for_prior(read_file(path), channels)[0]
+
+
+def read_file(path) -> InputImage:
+    """An uploaded file's own pixels, grey or colour (a clear ValueError for non-images)."""
     path = Path(str(path))
     try:
-        return load_input(path, channels)
+        return load_input(path, 3)   # 3: keeps colour; a grey file stays one channel
     except ValueError as e:
         if "cannot read image" in str(e):
             raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
@@ -55,10 +64,11 @@ def read_upload(path, channels: int) -> InputImage:
 
 
 def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage:
-    """An editor canvas (H, W[, 3|4] uint8) as an input; opaque alpha is dropped.
+    """An editor canvas (H, W[, 3|4] uint8) as a prior of ``channels`` sees it; opaque alpha
+    is dropped.
 
-    The array is written to a PNG and read back with ``load_input`` so the channel rules
-    are exactly those of a file given to sample.py.
+    The array is written to a PNG and read back with ``load_input`` so the rules are exactly
+    those of a file given to sample.py (then :func:`for_prior`).
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
@@ -72,10 +82,24 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
     with tempfile.TemporaryDirectory(prefix="priorpaint-app-") as folder:
         path = Path(folder) / f"{Path(name).stem or 'image'}.png"
         array_to_image(pixels if pixels.ndim == 3 else pixels[..., None]).save(path)
-        try:
-            return load_input(path, channels)   # pixels are read into memory: the file may go
-        except ValueError as e:
-            raise ValueError(str(e).replace(str(path), f"the editor's image ({name})")) from e
+        image = load_input(path, 3)   # pixels are read into memory: the file may go
+    return for_prior(image, channels)[0]
+
+
+def for_prior(image: InputImage, channels: int) -> tuple[InputImage, str | None]:
+    """``image`` as a prior of ``channels`` channels sees it, and a note when it was changed.
+
+    Colour for a grey prior becomes grey by PIL's ``convert("L")`` (ITU-R 601 luma,
+    L = 0.299 R + 0.587 G + 0.114 B); alpha is kept. Grey stays grey (an RGB prior sees it
+    repeated, :func:`size_note` says so); a colour image whose channels are equal is already
+    grey (sample.py's rule) and left as it is.
+    """
+    if channels != 1 or image.pixels.shape[-1] != 3 or is_grey(image.pixels):
+        return image, None
+    grey = np.asarray(Image.fromarray(image.pixels, "RGB").convert("L"))[..., None]
+    note = (f"{image.path.name} is colour but the prior is grey: converted to grey "
+            f"(luma 0.299 R + 0.587 G + 0.114 B); the result is grey")
+    return InputImage(image.path, grey, "L", image.alpha), note
 
 
 def is_grey(pixels: np.ndarray) -> bool:

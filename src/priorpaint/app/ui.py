@@ -45,12 +45,12 @@ from .engine import RunCancelled, RunRequest, estimate_seconds, plan_calls, run_
 from .inputs import (  # noqa: E402
     PAINTED,
     check_mask,
+    for_prior,
     generated_mask,
     input_from_array,
-    is_grey,
     mask_choices,
     mask_from_layers,
-    read_upload,
+    read_file,
     size_note,
 )
 from .prior import LoadedPrior, describe_markdown, list_checkpoints, load  # noqa: E402
@@ -204,6 +204,32 @@ def gallery_columns(n: int) -> int:
     return max(1, min(4, int(np.ceil(np.sqrt(n)))))
 
 
+def example_images(by_prior, folder, checkpoint: str) -> list[str]:
+    """The example images offered with ``checkpoint`` (its name in the page's list), by
+    configs/app.yaml's rule: the folder of the first ``examples_by_prior`` pattern that
+    matches the checkpoint's file name or stem (``mnist32: examples/mnist``,
+    ``"photos*": examples/photos``), else the ``examples`` folder (the quickstart's digits).
+    Why by name: a checkpoint does not record which images suit it, and its file name is
+    what the person who set up the page chose. A folder that does not exist offers nothing
+    (a prior's examples may come later)."""
+    from fnmatch import fnmatch
+
+    name = Path(checkpoint).name
+    for pattern, chosen in dict(by_prior or {}).items():
+        if fnmatch(name, str(pattern)) or fnmatch(Path(name).stem, str(pattern)):
+            folder = chosen
+            break
+    if folder in (None, "", "null") or not Path(str(folder)).is_dir():
+        return []
+    return [str(p) for p in list_images(Path(str(folder)), recursive=False)]
+
+
+def checkpoint_label(name: str) -> str:
+    """``run/b.ckpt`` as ``b.ckpt · in run/``: the file name first, its folder as a hint."""
+    path = Path(name)
+    return path.name if path.parent == Path(".") else f"{path.name} · in {path.parent}/"
+
+
 def _seconds(value: float) -> str:
     if value != value:  # nan
         return "?"
@@ -224,8 +250,9 @@ class Page:
                        for p in found}
         self.checkpoints = list(self._paths)
         self.runs = Path(str(cfg.get("runs") or "app_runs")).resolve()
-        self.examples = ([str(p) for p in list_images(Path(str(cfg.examples)), recursive=False)]
-                         if cfg.get("examples") and Path(str(cfg.examples)).is_dir() else [])
+        self._examples = {name: example_images(cfg.get("examples_by_prior"),
+                                               cfg.get("examples"), name)
+                          for name in self.checkpoints}
         self._priors: dict[str, LoadedPrior] = {}
         self._loading = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
@@ -235,6 +262,20 @@ class Page:
         self._staging = tempfile.TemporaryDirectory(prefix="priorpaint-app-")
         self.default = self.checkpoints[0]
         self.prior(self.default)
+
+    @property
+    def examples(self) -> list[str]:
+        """The examples of the page's first prior (what a new visitor sees)."""
+        return self._examples[self.default]
+
+    def examples_for(self, choice: str | None) -> list[str]:
+        """The example images of listed checkpoint ``choice`` (configs/app.yaml's examples)."""
+        return self._examples.get(self.default if choice in (None, "") else str(choice), [])
+
+    def checkpoint_choices(self) -> list[tuple[str, str]]:
+        """(label, value) for the checkpoint list: the file name, and the folder as a hint
+        (the value stays the name relative to ckpt=, what a session holds)."""
+        return [(checkpoint_label(name), name) for name in self.checkpoints]
 
     @property
     def private_roots(self) -> tuple[Path, ...]:
@@ -288,28 +329,47 @@ class Page:
             return None, None, None, ""
         loaded = self.prior(chosen)
         try:
-            image = read_upload(path, loaded.prior.channels)
+            source = read_file(path)   # the file's own pixels; fitted to the prior at use
         except USER_ERRORS as e:
             raise self._error(e) from e
-        note = self._note(image, loaded)
+        image, note = self._fitted(source, loaded)
+        if note:
+            gr.Warning(note.removeprefix("⚠ "))
+        return (self._editor(image), source,
+                _enlarged(masked_view(image, torch.ones(1, *image.size))), note)
+
+    def _editor(self, image: InputImage):
+        """The editor's value for ``image`` (what the prior sees), its painting cleared."""
         pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
-        editor = gr.update(value={"background": pixels, "layers": [], "composite": pixels},
-                           brush=_brush(image.size))
-        return editor, image, _enlarged(masked_view(image, torch.ones(1, *image.size))), note
+        return gr.update(value={"background": pixels, "layers": [], "composite": pixels},
+                         brush=_brush(image.size))
+
+    def _fitted(self, source: InputImage, loaded: LoadedPrior) -> tuple[InputImage, str]:
+        """``source`` as ``loaded`` sees it, and the note the page shows about it ("" if none):
+        colour converted for a grey prior, grey repeated for an RGB one, another size."""
+        prior = loaded.prior
+        image, converted = for_prior(source, prior.channels)
+        notes = [converted, size_note(image, prior.image_size, prior.channels,
+                                      str(self.cfg.get("fit")))]
+        text = "; ".join(n for n in notes if n)
+        return image, (f"⚠ {text}" if text else "")
 
     def take_example(self, chosen: str | None = None, evt: gr.SelectData = None) -> tuple:
         index = getattr(evt, "index", None)
-        if not isinstance(index, int) or not 0 <= index < len(self.examples):
+        examples = self.examples_for(chosen)
+        if not isinstance(index, int) or not 0 <= index < len(examples):
             raise self._error(f"no example number {index!r}; click one of the examples")
-        return self.take_upload(self.examples[index], chosen)
+        return self.take_upload(examples[index], chosen)
 
-    def _note(self, image: InputImage, loaded: LoadedPrior) -> str:
-        prior = loaded.prior
-        note = size_note(image, prior.image_size, prior.channels, str(self.cfg.get("fit")))
-        if note:
-            gr.Warning(note)
-            return f"⚠ {note}"
-        return ""
+    def follow_prior(self, chosen: str | None, source: InputImage | None) -> tuple:
+        """After a checkpoint is chosen: (its examples, the note and the editor for the image
+        in hand, refitted to this prior: its size, grey or colour)."""
+        examples = self.examples_for(chosen)
+        gallery = gr.update(value=examples or None, visible=bool(examples))
+        if source is None:
+            return gallery, "", gr.skip()
+        image, note = self._fitted(source, self.prior(chosen))
+        return gallery, note, self._editor(image)
 
     def current_input(self, editor, source: InputImage | None,
                       chosen: str | None = None) -> InputImage:
@@ -317,12 +377,11 @@ class Page:
         editor shows them, else the editor's canvas (an image dropped on the editor)."""
         channels = self.prior(chosen).prior.channels
         background = (editor or {}).get("background")
-        if source is not None and (background is None or _same_pixels(background, source)):
-            if channels == 1 and not is_grey(source.pixels):
-                # read for an RGB prior, and the checkpoint has changed since
-                raise self._error(f"image {source.path.name} is colour but the prior expects 1 "
-                                  f"channel (grey); upload a grey image or choose an RGB prior")
-            return source
+        if source is not None:
+            image = for_prior(source, channels)[0]
+            if background is None or _same_pixels(background, image) or _same_pixels(
+                    background, source):   # the editor may not yet show the refitted image
+                return image
         if background is None:
             raise self._error("no image: upload one, pick an example, or drop one on the editor")
         try:
@@ -575,7 +634,7 @@ def build(page: Page) -> gr.Blocks:
                     "the hole with the brush (painted = filled in) or choose a generated "
                     "mask, then **Inpaint**.")
         with gr.Row():
-            checkpoint = gr.Dropdown(page.checkpoints, value=page.default,
+            checkpoint = gr.Dropdown(page.checkpoint_choices(), value=page.default,
                                      label="checkpoint", scale=1, elem_id="checkpoint",
                                      info=f"in {Path(str(cfg.ckpt)).name}/"
                                      if Path(str(cfg.ckpt)).is_dir() else None)
@@ -585,9 +644,10 @@ def build(page: Page) -> gr.Blocks:
             with gr.Column():
                 upload = gr.File(label="upload an image (PNG, JPEG, …)", type="filepath",
                                  elem_id="upload")
-                if page.examples:
-                    examples = gr.Gallery(page.examples, label="examples (click one)", columns=8,
-                                          height=110, allow_preview=False, elem_id="examples")
+                # the chosen prior's own examples (configs/app.yaml's examples:), hidden if none
+                examples = gr.Gallery(page.examples or None, label="examples (click one)",
+                                      columns=8, height=110, allow_preview=False,
+                                      visible=bool(page.examples), elem_id="examples")
                 editor = gr.ImageEditor(label="paint the hole", type="numpy", format="png",
                                         image_mode="RGBA", sources=("upload", "clipboard"),
                                         brush=_brush(page.loaded.prior.image_size),
@@ -653,14 +713,14 @@ def build(page: Page) -> gr.Blocks:
         checkpoint.change(page.choose_checkpoint, [checkpoint, chosen], [info, chosen],
                           api_name="choose_checkpoint",
                           **{**light, "show_progress": "minimal"}).then(
-            page.budget, [*budget_fields, chosen], budget, **light)
+            page.budget, [*budget_fields, chosen], budget, **light).then(
+            page.follow_prior, [chosen, source], [examples, note, editor], **light)
         loaded = [editor, source, masked, note]
         # an image's errors stay in the note line (loaded[3]) until the next image
         upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
                       **light)
-        if page.examples:
-            examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
-                            **light)
+        examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
+                        **light)
         mask_inputs = [editor, source, mask_kind, seed, chosen]
         for trigger in (editor.change, mask_kind.change, seed.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)

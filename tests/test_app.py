@@ -49,8 +49,9 @@ def painted_editor(upload_value, rows=slice(4, 10), cols=slice(5, 12)):
     """The editor value after a brush stroke over ``rows`` x ``cols`` of a 16x16 image."""
     value = dict(upload_value["value"])
     height, width = value["background"].shape[:2]
+    k = height // 16   # the editor shows the image enlarged by a whole factor
     layer = np.zeros((height, width, 4), np.uint8)
-    layer[rows, cols] = (255, 0, 255, 255)
+    layer[rows.start * k:rows.stop * k, cols.start * k:cols.stop * k] = (255, 0, 255, 255)
     value["layers"] = [layer]
     return value
 
@@ -210,7 +211,9 @@ def test_example_click_loads_that_example(page):
     editor, source, masked, _ = page.take_example(None, SimpleNamespace(index=1))
     assert source.path.name == "digit_01.png"
     assert np.array_equal(source.pixels[..., 0], np.asarray(Image.open(page.examples[1])))
-    assert np.array_equal(editor["value"]["background"][..., 0], source.pixels[..., 0])
+    background = editor["value"]["background"][..., 0]
+    k = background.shape[0] // 16
+    assert k > 1 and np.array_equal(background, source.pixels[..., 0].repeat(k, 0).repeat(k, 1))
     assert masked.shape[0] >= 16 and masked.shape[0] % 16 == 0   # shown enlarged
 
 
@@ -648,7 +651,9 @@ def test_page_follows_the_chosen_prior(tmp_path, one_thread):
     assert "colour.png is colour but the prior is grey: converted to grey" in note
     grey = np.asarray(Image.fromarray(pixels).convert("L"))
     background = editor["value"]["background"]
-    assert np.array_equal(background[..., 0], grey) and np.array_equal(background[..., 2], grey)
+    k = background.shape[0] // 16   # shown enlarged by a whole factor
+    assert np.array_equal(background[::k, ::k, 0], grey)
+    assert np.array_equal(background[::k, ::k, 2], grey)
     image = page.current_input(editor["value"], source, "grey8.ckpt")
     assert image.pixels.shape == (16, 16, 1) and np.array_equal(image.pixels[..., 0], grey)
     # what the run inpaints is the converted image: a run's input file is grey
@@ -657,3 +662,57 @@ def test_page_follows_the_chosen_prior(tmp_path, one_thread):
     result = engine.run_inpainting(page.prior("grey8.ckpt"), engine.RunRequest(
         image=image, mask=mask, sampler="ddpm"), page.cfg, tmp_path / "runs")
     assert np.array_equal(np.asarray(Image.open(result.input_file)), grey)
+
+
+def test_editor_is_crisp_and_its_tools_scale_with_the_image(page, tmp_path):
+    """The editor shows an image enlarged by a whole factor (crisp); brush and eraser sizes
+    are image pixels times that factor and can be set; clearing the mask keeps the image;
+    a generated mask clears the stroke; invert and an uploaded mask file work."""
+    from priorpaint.app.ui import brush_default, editor_factor
+
+    assert editor_factor((32, 32)) == 14 and editor_factor((321, 481)) == 1
+    assert brush_default((32, 32)) == 2 and brush_default((321, 481)) == 20
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    k = editor_factor((16, 16))
+    assert editor["value"]["background"].shape[:2] == (16 * k, 16 * k)
+    assert editor["brush"].default_size == editor["eraser"].default_size == 1 * k
+    tools = page.set_brush(4, editor["value"], source)
+    assert tools["brush"].default_size == tools["eraser"].default_size == 4 * k
+
+    painted = painted_editor(editor)
+    # erasing a block (whole image pixels' worth of canvas) frees exactly those pixels
+    layer = painted["layers"][0].copy()
+    layer[4 * k:6 * k, 5 * k:7 * k] = 0
+    mask = page.current_mask({"layers": [layer]}, source, "painted", 0)[0].numpy()
+    expected = np.ones((16, 16), np.float32)
+    expected[4:10, 5:12] = 0
+    expected[4:6, 5:7] = 1
+    assert np.array_equal(mask, expected)
+    # a brush edge grazing a block (under half of it) does not make a hole
+    layer = np.zeros_like(layer)
+    layer[0:k // 3, 0:k] = 255
+    assert bool(page.current_mask({"layers": [layer]}, source, "painted", 0).all())
+
+    cleared = page.clear_mask(painted, source)
+    assert cleared["value"]["layers"] == []
+    assert np.array_equal(cleared["value"]["background"], editor["value"]["background"])
+    assert page.mask_kind_changed("thick", painted, source)["value"]["layers"] == []
+    assert page.mask_kind_changed("painted", painted, source) == gr.skip()
+
+    inverted = page.current_mask(painted, source, "painted", 0, invert=True)[0].numpy()
+    assert np.array_equal(inverted, 1 - page.current_mask(painted, source, "painted", 0)[0].numpy())
+    mask_png = tmp_path / "hole.png"
+    hole = np.full((16, 16), 255, np.uint8)
+    hole[2:5, 3:9] = 0
+    Image.fromarray(hole).save(mask_png)
+    path, kind = page.take_mask_file(str(mask_png))
+    assert kind == "file"
+    from_file = page.current_mask(painted, source, kind, 0, mask_path=path)[0].numpy()
+    assert np.array_equal(from_file, (hole == 255).astype(np.float32))
+    with pytest.raises(gr.Error, match="no mask file"):
+        page.current_mask(painted, source, "file", 0)
+    _, (status, _, gallery, _) = finish(page.run(painted, source, "file", "ddpm", "auto", None,
+                                                 None, None, 1, 0, None, True, path))
+    assert status.startswith("done")   # inverted file mask: the known part is the hole
+    original = np.asarray(Image.open(DIGIT))
+    assert np.array_equal(gallery[0][0][hole == 0], original[hole == 0])

@@ -22,8 +22,9 @@ from ..imageio import array_to_image, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
 from ..sampling.images import InputImage, load_input
 
-__all__ = ["read_upload", "read_file", "for_prior", "input_from_array", "mask_from_layers", "generated_mask",
-           "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
+__all__ = ["read_upload", "read_file", "for_prior", "input_from_array", "mask_from_layers",
+           "generated_mask", "check_mask", "size_note", "invert_mask", "mask_from_file",
+           "MASK_FILE", "MASK_LABELS", "mask_choices", "is_grey"]
 
 # what each generator kind means to someone looking at the page (the registry stays the source
 # of the names: kinds added later appear with their own name)
@@ -38,11 +39,13 @@ MASK_LABELS = {
     "random": "random: one of the random kinds",
 }
 PAINTED = "painted"
+MASK_FILE = "file"
 
 
 def mask_choices() -> list[tuple[str, str]]:
     """(label, value) pairs for the mask selector: the brush first, then every generator."""
-    return [("paint the hole with the brush", PAINTED)] + [
+    return [("paint the hole with the brush", PAINTED),
+            ("a mask file (upload it below: white = known, black = hole)", MASK_FILE)] + [
         (MASK_LABELS.get(kind, kind), kind) for kind in MASK_KINDS]
 
 
@@ -111,7 +114,11 @@ def is_grey(pixels: np.ndarray) -> bool:
 def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W) mask from the editor's layers: painted (alpha > 0 anywhere) = 0 = hole.
 
-    Layers of another size than the image (a scaled canvas) are resized nearest-neighbour.
+    The editor shows small images enlarged by a whole factor k (crisp, see ``ui``), so a
+    layer k times the image's size maps back block by block: an image pixel is a hole when
+    at least half of its k x k block is painted, i.e. what the eye sees covered (a brush's
+    soft edge grazing a block does not make a hole, and erasing a block's paint frees it).
+    Layers of any other size are resized nearest-neighbour.
     """
     painted = np.zeros(tuple(size), dtype=bool)
     for layer in layers or []:
@@ -121,10 +128,43 @@ def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:
         touched = layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.reshape(
             layer.shape[0], layer.shape[1], -1).max(axis=-1) > 0
         if touched.shape != tuple(size):
-            touched = resize_mask(torch.from_numpy(touched.astype(np.float32))[None], size)[0]
-            touched = touched.numpy() > 0.5
+            touched = _shrink(touched, tuple(size))
         painted |= touched
     return torch.from_numpy((~painted).astype(np.float32))[None]
+
+
+def _shrink(touched: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A painted (kH, kW) boolean map at (H, W): block majority for a whole factor k, else
+    nearest-neighbour."""
+    (height, width), (big_h, big_w) = size, touched.shape
+    k = big_h // height
+    if k >= 1 and big_h == k * height and big_w == k * width:
+        blocks = touched.reshape(height, k, width, k).mean(axis=(1, 3))
+        return blocks >= 0.5
+    resized = resize_mask(torch.from_numpy(touched.astype(np.float32))[None], size)[0]
+    return resized.numpy() > 0.5
+
+
+def invert_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Known <-> hole: paint what to keep, fill in the rest (1 = known, 0 = hole)."""
+    return 1.0 - (mask > 0.5).float()
+
+
+def mask_from_file(path, size: tuple[int, int]) -> torch.Tensor:
+    """An uploaded mask file as sample.py's ``mask=`` reads it (white = known, black = hole;
+    another size is resized nearest-neighbour), a ValueError naming the file otherwise."""
+    import warnings
+
+    from ..masks import load_mask
+
+    path = Path(str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # resized / soft: the masked view shows the result
+            return load_mask(path, size)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"mask file {path.name} cannot be read as a mask ({e}); upload a PNG "
+                         f"with white = known and black = the hole") from e
 
 
 def generated_mask(kind: str, size: tuple[int, int], seed: int) -> torch.Tensor:

@@ -43,12 +43,15 @@ from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: 
 from ..sampling.samplers import resolve_options  # noqa: E402
 from .engine import RunCancelled, RunRequest, estimate_seconds, plan_calls, run_inpainting  # noqa: E402
 from .inputs import (  # noqa: E402
+    MASK_FILE,
     PAINTED,
     check_mask,
     for_prior,
     generated_mask,
     input_from_array,
+    invert_mask,
     mask_choices,
+    mask_from_file,
     mask_from_layers,
     read_file,
     size_note,
@@ -164,17 +167,48 @@ def _shown(pixels: np.ndarray) -> np.ndarray:
 
 
 def _same_pixels(background, image: InputImage) -> bool:
-    """Whether the editor's background shows ``image`` (compared on RGB)."""
+    """Whether the editor's background shows ``image`` (compared on RGB; the editor shows it
+    enlarged by a whole factor, :func:`editor_factor`)."""
     shown = np.asarray(background)
     shown = shown[..., :3] if shown.ndim == 3 else np.repeat(shown[..., None], 3, -1)
     pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
-    return shown.shape == pixels.shape and bool(np.array_equal(shown, pixels))
+    k = shown.shape[0] // max(pixels.shape[0], 1)
+    if k < 1 or shown.shape[:2] != (k * pixels.shape[0], k * pixels.shape[1]):
+        return False
+    return bool(np.array_equal(shown[::k, ::k], pixels))
 
 
-def _brush(image_size) -> gr.Brush:
-    """A magenta brush about a tenth of the image wide (Gradio's 'auto' covers tiny images)."""
-    return gr.Brush(default_size=max(1, min(image_size) // 10), colors=["#ff00ff"],
+# the editor's canvas: small images are enlarged to about this many pixels
+EDITOR_SIDE = 448
+
+
+def editor_factor(size) -> int:
+    """The whole factor the editor shows an image of ``size`` (H, W) at: a 32x32 digit at
+    14x (448 px), a 481x321 photo as it is. Why enlarge on the server: the editor's canvas
+    scales its image smoothly, which blurs a 32x32 image to nothing; a nearest-neighbour
+    enlargement is crisp, and the painted layer maps back block by block
+    (``inputs.mask_from_layers``)."""
+    return view_factor(size, EDITOR_SIDE)
+
+
+def brush_default(image_size) -> int:
+    """The brush (and eraser) radius in image pixels a page opens with: a sixteenth of the
+    image (a stroke an eighth of it wide: 4 px on a 32x32 digit)."""
+    return max(1, min(int(image_size[0]), int(image_size[1])) // 16)
+
+
+def _brush(image_size, size: int | None = None) -> gr.Brush:
+    """A magenta brush of radius ``size`` image pixels, in the editor's enlarged canvas
+    pixels (Gradio's 'auto' is 1/50 of the canvas whatever the image)."""
+    size = brush_default(image_size) if size in (None, 0) else int(size)
+    return gr.Brush(default_size=size * editor_factor(image_size), colors=["#ff00ff"],
                     color_mode="fixed")
+
+
+def _eraser(image_size, size: int | None = None) -> gr.Eraser:
+    """The eraser, as large as the brush (Gradio's default is far larger on small images)."""
+    size = brush_default(image_size) if size in (None, 0) else int(size)
+    return gr.Eraser(default_size=size * editor_factor(image_size))
 
 
 def _enlarged(pixels: np.ndarray, side: int = 192) -> np.ndarray:
@@ -338,11 +372,54 @@ class Page:
         return (self._editor(image), source,
                 _enlarged(masked_view(image, torch.ones(1, *image.size))), note)
 
-    def _editor(self, image: InputImage):
-        """The editor's value for ``image`` (what the prior sees), its painting cleared."""
+    @staticmethod
+    def _editor(image: InputImage, brush: int | None = None):
+        """The editor's value for ``image`` (what the prior sees, enlarged crisp by
+        :func:`editor_factor`), its painting cleared, the brush and eraser at ``brush`` image
+        pixels."""
         pixels = image.pixels if image.pixels.shape[-1] == 3 else np.repeat(image.pixels, 3, -1)
+        k = editor_factor(image.size)
+        pixels = pixels.repeat(k, axis=0).repeat(k, axis=1)
         return gr.update(value={"background": pixels, "layers": [], "composite": pixels},
-                         brush=_brush(image.size))
+                         brush=_brush(image.size, brush), eraser=_eraser(image.size, brush))
+
+    def clear_mask(self, editor, source, chosen: str | None = None, brush=None):
+        """Clear the painted stroke and keep the image (the editor's own trash button would
+        remove the image too)."""
+        if source is None and (editor or {}).get("background") is None:
+            return gr.skip()
+        return self._editor(self.current_input(editor, source, chosen), brush)
+
+    def mask_kind_changed(self, kind, editor, source, chosen: str | None = None, brush=None):
+        """A generated or uploaded mask replaces the stroke: clear it, so that the editor
+        never shows a stroke the run would ignore."""
+        if kind == PAINTED or not ((editor or {}).get("layers")):
+            return gr.skip()
+        return self.clear_mask(editor, source, chosen, brush)
+
+    def set_brush(self, brush, editor, source, chosen: str | None = None):
+        """The brush/eraser size slider (image pixels): the editor's tools at that size."""
+        size = self._image_size(editor, source, chosen)
+        return gr.update(brush=_brush(size, brush), eraser=_eraser(size, brush))
+
+    def _image_size(self, editor, source, chosen) -> tuple[int, int]:
+        if source is not None:
+            return source.size
+        background = (editor or {}).get("background")
+        return np.asarray(background).shape[:2] if background is not None else \
+            tuple(self.prior(chosen).prior.image_size)
+
+    @staticmethod
+    def brush_for(source):
+        """The brush slider for a new image: its default size (a tenth of the image)."""
+        return gr.skip() if source is None else brush_default(source.size)
+
+    @staticmethod
+    def take_mask_file(path):
+        """A mask file uploaded: the page switches to it (kind ``file``)."""
+        if path is None:
+            return None, gr.skip()
+        return str(path), MASK_FILE
 
     def _fitted(self, source: InputImage, loaded: LoadedPrior) -> tuple[InputImage, str]:
         """``source`` as ``loaded`` sees it, and the note the page shows about it ("" if none):
@@ -389,20 +466,32 @@ class Page:
         except USER_ERRORS as e:
             raise self._error(e) from e
 
-    def current_mask(self, editor, image: InputImage, kind: str, seed) -> torch.Tensor:
-        if kind == PAINTED:
-            return mask_from_layers((editor or {}).get("layers"), image.size)
+    def current_mask(self, editor, image: InputImage, kind: str, seed, invert=False,
+                     mask_path=None) -> torch.Tensor:
+        """The mask of the run (1 = known, 0 = hole): the painted stroke, an uploaded mask
+        file or a generated kind, inverted when asked."""
         try:
-            return generated_mask(kind, image.size, int(seed or 0))
+            if kind == PAINTED:
+                mask = mask_from_layers((editor or {}).get("layers"), image.size)
+            elif kind == MASK_FILE:
+                if not mask_path:
+                    raise ValueError("no mask file: upload one (white = known, black = the "
+                                     "hole) or choose another mask")
+                mask = mask_from_file(mask_path, image.size)
+            else:
+                mask = generated_mask(kind, image.size, int(seed or 0))
         except USER_ERRORS as e:
             raise self._error(e) from e
+        return invert_mask(mask) if invert else mask
 
-    def show_mask(self, editor, source, kind, seed, chosen: str | None = None):
+    def show_mask(self, editor, source, kind, seed, chosen: str | None = None, invert=False,
+                  mask_path=None):
         """The masked input (hole grey) for the current image and mask choice."""
         if source is None and (editor or {}).get("background") is None:
             return None
         image = self.current_input(editor, source, chosen)
-        return _enlarged(masked_view(image, self.current_mask(editor, image, kind, seed)))
+        return _enlarged(masked_view(image, self.current_mask(editor, image, kind, seed,
+                                                              invert, mask_path)))
 
     # ----------------------------------------------------------------------- the budget
     def budget(self, sampler, steps, jump_length, jump_n_sample, n_samples,
@@ -443,7 +532,8 @@ class Page:
         return [str(shutil.copy2(p, folder / Path(p).name)) for p in paths]
 
     def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
-            n_samples, seed, chosen: str | None = None, request: gr.Request = None):
+            n_samples, seed, chosen: str | None = None, invert=False, mask_path=None,
+            request: gr.Request = None):
         """Generator handler: yields the :data:`RUN_OUTPUTS` while sampling.
 
         Progress is the page's own: one status line and one bar from the same report, so two
@@ -451,7 +541,7 @@ class Page:
         results and count on its own)."""
         loaded = self.prior(chosen)
         image = self.current_input(editor, source, chosen)
-        mask = self.current_mask(editor, image, kind, seed)
+        mask = self.current_mask(editor, image, kind, seed, invert, mask_path)
         try:
             check_mask(mask)
         except ValueError as e:
@@ -613,8 +703,10 @@ def progress_html(done: int, total: int) -> str:
 
 
 # tiny priors make tiny images: show their pixels, not a blur
-CSS = ("#results img, #examples img, #compare img, #preview img, #masked img "
-       "{image-rendering: pixelated}")
+CSS = ("#results img, #examples img, #compare img, #preview img, #masked img, #editor canvas "
+       "{image-rendering: pixelated} "
+       # the editor's trash button removes the image too: "clear mask (keep image)" replaces it
+       "#editor button[aria-label='Clear canvas'] {display: none}")
 
 
 def _theme():
@@ -648,13 +740,28 @@ def build(page: Page) -> gr.Blocks:
                 examples = gr.Gallery(page.examples or None, label="examples (click one)",
                                       columns=8, height=110, allow_preview=False,
                                       visible=bool(page.examples), elem_id="examples")
-                editor = gr.ImageEditor(label="paint the hole", type="numpy", format="png",
-                                        image_mode="RGBA", sources=("upload", "clipboard"),
-                                        brush=_brush(page.loaded.prior.image_size),
-                                        layers=False, transforms=(), elem_id="editor",
-                                        height=380)
+                size = page.loaded.prior.image_size
+                # a fixed 480 px high canvas, images enlarged crisp to fill it (editor_factor)
+                editor = gr.ImageEditor(label="paint the hole (magenta = fill in)", type="numpy",
+                                        format="png", image_mode="RGBA",
+                                        sources=("upload", "clipboard"), brush=_brush(size),
+                                        eraser=_eraser(size), layers=False, transforms=(),
+                                        elem_id="editor", height=560)
+                with gr.Row():
+                    brush = gr.Slider(1, 64, step=1, value=brush_default(size),
+                                      label="brush / eraser radius (image pixels)",
+                                      elem_id="brush", scale=3)
+                    clear = gr.Button("clear mask (keep image)", elem_id="clear-mask", scale=1,
+                                      size="sm")
                 kinds = mask_choices()
-                mask_kind = gr.Dropdown(kinds, value=kinds[0][1], label="mask", elem_id="mask")
+                with gr.Row():
+                    mask_kind = gr.Dropdown(kinds, value=kinds[0][1], label="mask",
+                                            elem_id="mask", scale=3)
+                    invert = gr.Checkbox(False, label="invert mask (fill what is not painted)",
+                                         elem_id="invert", scale=1)
+                mask_file = gr.UploadButton("upload a mask file (white = known, black = hole)",
+                                            type="filepath", file_types=["image", ".npy", ".pt"],
+                                            size="sm", elem_id="mask-file")
                 note = gr.Markdown("", elem_id="note")
                 masked = gr.Image(label="masked input (hole grey)", format="png", height=200,
                                   interactive=False, elem_id="masked")
@@ -718,12 +825,19 @@ def build(page: Page) -> gr.Blocks:
         loaded = [editor, source, masked, note]
         # an image's errors stay in the note line (loaded[3]) until the next image
         upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
-                      **light)
+                      **light).then(page.brush_for, source, brush, **light)
         examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
-                        **light)
-        mask_inputs = [editor, source, mask_kind, seed, chosen]
-        for trigger in (editor.change, mask_kind.change, seed.change):
+                        **light).then(page.brush_for, source, brush, **light)
+        mask_path = gr.State(None)   # this visitor's uploaded mask file
+        mask_inputs = [editor, source, mask_kind, seed, chosen, invert, mask_path]
+        for trigger in (editor.change, mask_kind.change, seed.change, invert.change,
+                        mask_path.change):
             trigger(page.show_mask, mask_inputs, masked, trigger_mode="always_last", **light)
+        mask_file.upload(page.take_mask_file, mask_file, [mask_path, mask_kind], **light)
+        mask_kind.change(page.mask_kind_changed, [mask_kind, editor, source, chosen, brush],
+                         editor, **light)
+        clear.click(page.clear_mask, [editor, source, chosen, brush], editor, **light)
+        brush.release(page.set_brush, [brush, editor, source, chosen], editor, **light)
         def refresh_fields(name):
             return tuple(gr.update(value=v, interactive=v is not None)
                          for v in sampler_fields(name, cfg))
@@ -744,7 +858,7 @@ def build(page: Page) -> gr.Blocks:
         # sees "queue: 1/1" there, and nothing covers the preview or the results
         go.click(shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status")),
                  [editor, source, mask_kind, sampler, steps, jump_length,
-                            jump_n_sample, eta, n_samples, seed, chosen],
+                            jump_n_sample, eta, n_samples, seed, chosen, invert, mask_path],
                  [outputs[name] for name in RUN_OUTPUTS], api_name="inpaint",
                  show_progress="minimal", show_progress_on=[status]).then(
             IDLE_BUTTON, None, go, **light)   # also after an error: the button is free again

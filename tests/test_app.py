@@ -716,3 +716,35 @@ def test_editor_is_crisp_and_its_tools_scale_with_the_image(page, tmp_path):
     assert status.startswith("done")   # inverted file mask: the known part is the hole
     original = np.asarray(Image.open(DIGIT))
     assert np.array_equal(gallery[0][0][hole == 0], original[hole == 0])
+
+
+def test_history_keeps_recent_runs_and_reloads_one(page):
+    """Each finished run joins the visitor's history (newest first, `history` kept); a click
+    on one brings back its results, downloads and settings."""
+    from priorpaint.app.ui import RELOAD_OUTPUTS
+
+    page.cfg.history = 2
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    painted = painted_editor(editor)
+    history, runs = [], []
+    for seed, n in ((5, 1), (6, 2), (7, 1)):
+        updates, _ = finish(page.run(painted, source, "painted", "ddpm", "ddim10", None, None,
+                                     0.5, n, seed, None, False, None, history))
+        history = updates[-1]["history"]
+        runs.append(updates[-1])
+        assert [label for _, label in updates[-1]["past"]] == [e["label"] for e in history]
+    assert len(history) == 2 and "seed 7" in history[0]["label"] and "seed 6" in history[1]["label"]
+    assert "10 calls" in history[0]["label"]
+    back = dict(zip(RELOAD_OUTPUTS, page.reload_run(
+        history, gr.SelectData(None, {"index": 1, "value": None})), strict=True))
+    second = runs[1]
+    assert back["seed"] == 6 and back["n_samples"] == 2 and back["sampler"] == "ddpm"
+    assert back["steps"] == "ddim10" and back["eta"] == 0.5
+    assert back["files"] == second["files"] and back["status"].endswith(second["status"])
+    assert len(back["gallery"]["value"]) == 2
+    for (view, _), (shown, _) in zip(back["gallery"]["value"], second["gallery"]["value"],
+                                     strict=True):
+        assert np.array_equal(view, shown)
+    assert np.array_equal(back["compare"][1], second["compare"][1])
+    nothing = page.reload_run([], gr.SelectData(None, {"index": 0, "value": None}))
+    assert all(x == gr.skip() for x in nothing)

@@ -533,7 +533,7 @@ class Page:
 
     def run(self, editor, source, kind, sampler, steps, jump_length, jump_n_sample, eta,
             n_samples, seed, chosen: str | None = None, invert=False, mask_path=None,
-            request: gr.Request = None):
+            history=None, request: gr.Request = None):
         """Generator handler: yields the :data:`RUN_OUTPUTS` while sampling.
 
         Progress is the page's own: one status line and one bar from the same report, so two
@@ -605,13 +605,24 @@ class Page:
                     gallery = gr.update(value=[(view, f"sample {k}") for k, view in
                                                enumerate(views["samples"])],
                                         columns=gallery_columns(len(result.samples)))
-                    yield update(status=f"done: {len(result.samples)} sample(s), "
-                                 f"{result.network_calls:,} network calls each, "
-                                 f"{_seconds(result.seconds)} · saved as `{result.run_dir.name}`",
-                                 bar="", gallery=gallery, compare=(views["masked"],
-                                                                   views["samples"][0]),
-                                 last=views, files=self._downloads(result.downloads),
-                                 button=IDLE_BUTTON())
+                    status = (f"done: {len(result.samples)} sample(s), "
+                              f"{result.network_calls:,} network calls each, "
+                              f"{_seconds(result.seconds)} · saved as `{result.run_dir.name}`")
+                    files = self._downloads(result.downloads)
+                    settings = {"sampler": job.sampler, "steps": str(steps),
+                                "jump_length": job.jump_length,
+                                "jump_n_sample": job.jump_n_sample, "eta": job.eta,
+                                "n_samples": job.n_samples, "seed": job.seed}
+                    past = remember(history, {
+                        "label": f"{image.stem} · {job.sampler} · seed {job.seed} · "
+                                 f"{result.network_calls:,} calls",
+                        "views": views, "files": files, "status": status,
+                        "settings": settings},
+                        int(self.cfg.get("history") or 8))
+                    yield update(status=status, bar="", gallery=gallery,
+                                 compare=(views["masked"], views["samples"][0]), last=views,
+                                 files=files, button=IDLE_BUTTON(), history=past,
+                                 past=history_gallery(past))
                     return
                 else:
                     error = payload[0]
@@ -637,6 +648,24 @@ class Page:
             return gr.skip()
         return last["masked"], last["samples"][index]
 
+    @staticmethod
+    def reload_run(history, evt: gr.SelectData = None) -> tuple:
+        """A run clicked in the history: its results, downloads and settings back on the page
+        (the :data:`RELOAD_OUTPUTS`); the image in the editor stays as it is."""
+        index = getattr(evt, "index", None)
+        if not history or not isinstance(index, int) or not 0 <= index < len(history):
+            return tuple(gr.skip() for _ in RELOAD_OUTPUTS)
+        entry = history[index]
+        views, settings = entry["views"], entry["settings"]
+        shown = {
+            "status": f"reloaded from the history: {entry['status']}",
+            "gallery": gr.update(value=[(v, f"sample {k}") for k, v in
+                                        enumerate(views["samples"])],
+                                 columns=gallery_columns(len(views["samples"]))),
+            "compare": (views["masked"], views["samples"][0]), "last": views,
+            "files": entry["files"], **settings}
+        return tuple(shown[name] for name in RELOAD_OUTPUTS)
+
     def busy(self, request: gr.Request = None) -> None:
         """A click on Inpaint while this visitor's run samples: say so (the run's own event
         ignores clicks until it ends; Gradio would otherwise drop the click silently)."""
@@ -645,7 +674,22 @@ class Page:
 
 
 # what page.run yields, in order (the outputs of the Inpaint event)
-RUN_OUTPUTS = ("status", "bar", "preview", "gallery", "compare", "last", "files", "button")
+RUN_OUTPUTS = ("status", "bar", "preview", "gallery", "compare", "last", "files", "button",
+               "history", "past")
+# what Page.reload_run returns, in order (the outputs of a click in the history)
+RELOAD_OUTPUTS = ("status", "gallery", "compare", "last", "files", "sampler", "steps",
+                  "jump_length", "jump_n_sample", "eta", "n_samples", "seed")
+
+
+def remember(history, entry: dict, keep: int) -> list[dict]:
+    """This visitor's history with ``entry`` first, the ``keep`` newest runs only (each holds
+    its shown images in the server's memory, so the list stays short)."""
+    return [entry, *(history or [])][:max(1, keep)]
+
+
+def history_gallery(history) -> list:
+    """The history as the page shows it: one thumbnail (sample 0) and a label per run."""
+    return [(entry["views"]["samples"][0], entry["label"]) for entry in history or []]
 BUSY_LABEL = "Inpainting… (running)"
 
 
@@ -703,7 +747,7 @@ def progress_html(done: int, total: int) -> str:
 
 
 # tiny priors make tiny images: show their pixels, not a blur
-CSS = ("#results img, #examples img, #compare img, #preview img, #masked img, #editor canvas "
+CSS = ("#results img, #examples img, #history img, #compare img, #preview img, #masked img, #editor canvas "
        "{image-rendering: pixelated} "
        # the editor's trash button removes the image too: "clear mask (keep image)" replaces it
        "#editor button[aria-label='Clear canvas'] {display: none}")
@@ -812,6 +856,9 @@ def build(page: Page) -> gr.Blocks:
                                          elem_id="compare")
                 files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
                                 file_count="multiple", interactive=False, elem_id="downloads")
+                past = gr.Gallery(label="your recent runs (click one to bring back its results "
+                                  "and settings)", format="png", columns=8, height=130,
+                                  object_fit="contain", allow_preview=False, elem_id="history")
 
         # this visitor's own: the uploaded image and the chosen prior (a listed name)
         source = gr.State(None)
@@ -842,7 +889,9 @@ def build(page: Page) -> gr.Blocks:
             return tuple(gr.update(value=v, interactive=v is not None)
                          for v in sampler_fields(name, cfg))
 
-        sampler.change(refresh_fields, sampler, [jump_length, jump_n_sample, eta], **light)
+        # .input (a visitor's pick), not .change: a run reloaded from the history sets the
+        # sampler and its own j, r, eta, which a refresh would overwrite
+        sampler.input(refresh_fields, sampler, [jump_length, jump_n_sample, eta], **light)
         # One listener for the five fields, always_last: the light handlers run concurrently,
         # so five listeners could answer out of order and leave a stale budget on the page
         # (choosing RePaint also rewrites the jump fields, a second wave of changes).
@@ -851,14 +900,21 @@ def build(page: Page) -> gr.Blocks:
         # a click during this visitor's run is answered (the run's own event ignores it)
         go.click(page.busy, None, None, **light)
         last = gr.State(None)   # this visitor's last result, as shown (for the slider)
+        history = gr.State([])  # this visitor's recent runs (newest first)
         outputs = {"status": status, "bar": bar, "preview": preview, "gallery": gallery,
-                   "compare": compare, "last": last, "files": files, "button": go}
+                   "compare": compare, "last": last, "files": files, "button": go,
+                   "history": history, "past": past, "sampler": sampler, "steps": steps,
+                   "jump_length": jump_length, "jump_n_sample": jump_n_sample, "eta": eta,
+                   "n_samples": n_samples, "seed": seed}
+        past.select(page.reload_run, history, [outputs[name] for name in RELOAD_OUTPUTS],
+                    **light)
         gallery.select(page.compare_sample, last, compare, **light)
         # Gradio's own progress only on the status line, minimal: a queued visitor still
         # sees "queue: 1/1" there, and nothing covers the preview or the results
         go.click(shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status")),
                  [editor, source, mask_kind, sampler, steps, jump_length,
-                            jump_n_sample, eta, n_samples, seed, chosen, invert, mask_path],
+                            jump_n_sample, eta, n_samples, seed, chosen, invert, mask_path,
+                            history],
                  [outputs[name] for name in RUN_OUTPUTS], api_name="inpaint",
                  show_progress="minimal", show_progress_on=[status]).then(
             IDLE_BUTTON, None, go, **light)   # also after an error: the button is free again

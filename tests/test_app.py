@@ -523,6 +523,7 @@ def test_run_shows_progress_preview_and_a_busy_button(page, monkeypatch):
     from priorpaint.app import ui
 
     page.cfg.preview_every = 5
+    page.min_preview_seconds = 0.0   # each preview shown (a tiny run is faster than 5/s)
     said = []
     monkeypatch.setattr(ui.gr, "Info", lambda text, *a, **k: said.append(text))
     editor, source, _, _ = page.take_upload(str(DIGIT))

@@ -291,6 +291,7 @@ class Page:
         self._loading = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
         self._running: set[str] = set()   # visitors whose run is sampling now
+        self.min_preview_seconds = 0.2     # at most five x̂_0 previews a second
         # downloads are copied here for Gradio to serve from its cache: the runs folder
         # itself is never on a served path (another visitor could guess a run's name)
         self._staging = tempfile.TemporaryDirectory(prefix="priorpaint-app-")
@@ -584,11 +585,13 @@ class Page:
             yield update(status="sampling: starting…", bar=progress_html(0, 1), preview=None,
                          gallery=[], compare=None,
                          files=None, button=gr.update(value=BUSY_LABEL, variant="secondary"))
-            shown = 0.0
+            shown = previewed = 0.0
+            total_calls = None
             while True:
                 kind_, *payload = events.get()
                 if kind_ == "progress":
                     done, total = payload
+                    total_calls = total
                     now = time.perf_counter()
                     speed.tick(done, now)
                     if now - shown > 0.25 or done == total:
@@ -598,7 +601,12 @@ class Page:
                                      bar=progress_html(done, total))
                 elif kind_ == "preview":
                     tiles, done = payload
-                    yield update(preview=_enlarged(np.asarray(comparison_grid([tiles]))))
+                    now = time.perf_counter()
+                    # every preview_every calls, but not faster than the browser can show:
+                    # a tiny prior's run would send hundreds a second and stall the page
+                    if now - previewed >= self.min_preview_seconds or done == total_calls:
+                        previewed = now
+                        yield update(preview=_enlarged(np.asarray(comparison_grid([tiles]))))
                 elif kind_ == "done":
                     result = payload[0]
                     views = result_views(masked_view(image, mask), result.samples)
@@ -750,7 +758,10 @@ def progress_html(done: int, total: int) -> str:
 CSS = ("#results img, #examples img, #history img, #compare img, #preview img, #masked img, #editor canvas "
        "{image-rendering: pixelated} "
        # the editor's trash button removes the image too: "clear mask (keep image)" replaces it
-       "#editor button[aria-label='Clear canvas'] {display: none}")
+       "#editor button[aria-label='Clear canvas'] {display: none} "
+       # a run's status line changes length many times a second: room for two lines keeps
+       # the buttons around it from jumping under the pointer
+       "#status {min-height: 3.2em}")
 
 
 def _theme():

@@ -761,7 +761,14 @@ CSS = ("#results img, #examples img, #history img, #compare img, #preview img, #
        "#editor button[aria-label='Clear canvas'] {display: none} "
        # a run's status line changes length many times a second: room for two lines keeps
        # the buttons around it from jumping under the pointer
-       "#status {min-height: 3.2em}")
+       "#status {min-height: 3.2em} "
+       # the results' box grows with their rows (Gradio caps a gallery at 55% of the window
+       # and scrolls it, which cut off the second row of four samples)
+       "#results .grid-wrap {max-height: none !important; min-height: 0 !important} "
+       # the history: a row of small thumbnails, however few runs there are yet
+       "#history .grid-wrap {min-height: 0 !important} "
+       "#history .grid-container {grid-template-columns: repeat(auto-fill, 88px) !important;"
+       " grid-auto-rows: 88px !important}")
 
 
 def _theme():
@@ -851,6 +858,9 @@ def build(page: Page) -> gr.Blocks:
                 with gr.Row():
                     go = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                # Gradio's own tracker lives here alone: "queue: 1/2" while this visitor
+                # waits for another's run, its timer while sampling; it covers nothing else
+                waiting = gr.Markdown("", elem_id="queue")
                 status = gr.Markdown("", elem_id="status")
                 bar = gr.HTML("", elem_id="progress", padding=False)
                 preview = gr.Image(label="predicted x̂₀ (preview)", format="png", height=160,
@@ -868,7 +878,7 @@ def build(page: Page) -> gr.Blocks:
                 files = gr.File(label="downloads: zip of the run, PNGs, mask, run.yaml",
                                 file_count="multiple", interactive=False, elem_id="downloads")
                 past = gr.Gallery(label="your recent runs (click one to bring back its results "
-                                  "and settings)", format="png", columns=8, height=130,
+                                  "and settings)", format="png", columns=8, height=140,
                                   object_fit="contain", allow_preview=False, elem_id="history")
 
         # this visitor's own: the uploaded image and the chosen prior (a listed name)
@@ -920,14 +930,14 @@ def build(page: Page) -> gr.Blocks:
         past.select(page.reload_run, history, [outputs[name] for name in RELOAD_OUTPUTS],
                     **light)
         gallery.select(page.compare_sample, last, compare, **light)
-        # Gradio's own progress only on the status line, minimal: a queued visitor still
-        # sees "queue: 1/1" there, and nothing covers the preview or the results
+        # Gradio's own progress only on its line (#queue): a queued visitor sees "queue: 1/1"
+        # there, and nothing covers the status, the preview or the results
         go.click(shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status")),
                  [editor, source, mask_kind, sampler, steps, jump_length,
                             jump_n_sample, eta, n_samples, seed, chosen, invert, mask_path,
                             history],
                  [outputs[name] for name in RUN_OUTPUTS], api_name="inpaint",
-                 show_progress="minimal", show_progress_on=[status]).then(
+                 show_progress="full", show_progress_on=[waiting]).then(
             IDLE_BUTTON, None, go, **light)   # also after an error: the button is free again
         stop.click(page.cancel, None, None, queue=False)
     return demo

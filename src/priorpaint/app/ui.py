@@ -6,8 +6,11 @@ prior, the image, the mask, the run and its results) lives in that visitor's ses
 (``gr.State`` and the components), so two tabs never see or use each other's prior. Its
 handlers are plain methods: they take and return what the components hold (numpy arrays,
 editor dicts, file paths), so tests call them without a browser. User errors become
-``gr.Error`` (a message in the page that stays until closed) and one line in the server's
-log, never a traceback; notes such as "the image is resized" become ``gr.Warning`` toasts.
+``gr.Error`` (a message in the page that stays until closed), a ``❌`` line in the page until
+the next action (:func:`shows_errors`) and one line in the server's log, never a traceback;
+notes such as "the image is resized" stay in the note line and come as ``gr.Warning`` toasts.
+Small images are shown enlarged nearest-neighbour by one whole factor everywhere (editor,
+results, slider): crisp, and the editor's painting maps back block by block.
 
 Offline by construction: analytics off, system fonts (the default theme's web fonts would
 come from a CDN), no share link, and one sampling job at a time

@@ -49,16 +49,31 @@ def painted_editor(upload_value, rows=slice(4, 10), cols=slice(5, 12)):
     """The editor value after a brush stroke over ``rows`` x ``cols`` of a 16x16 image."""
     value = dict(upload_value["value"])
     height, width = value["background"].shape[:2]
+    k = height // 16   # the editor shows the image enlarged by a whole factor
     layer = np.zeros((height, width, 4), np.uint8)
-    layer[rows, cols] = (255, 0, 255, 255)
+    layer[rows.start * k:rows.stop * k, cols.start * k:cols.stop * k] = (255, 0, 255, 255)
     value["layers"] = [layer]
     return value
 
 
+def named(update) -> dict:
+    """One update of page.run by output name (ui.RUN_OUTPUTS)."""
+    from priorpaint.app.ui import RUN_OUTPUTS
+
+    assert len(update) == len(RUN_OUTPUTS)
+    return dict(zip(RUN_OUTPUTS, update, strict=True))
+
+
 def finish(generator):
-    """Run a page.run generator to its end; its last (status, preview, gallery, files)."""
-    updates = list(generator)
-    return updates, updates[-1]
+    """Run a page.run generator to its end; every update by name and the last one's
+    (status, preview, gallery, files)."""
+    updates = [named(u) for u in generator]
+    last = updates[-1]
+    gallery = last["gallery"]
+    if isinstance(gallery, dict):   # gr.update(value=[(view, label), ...], columns=...)
+        factor = last["last"]["factor"]
+        gallery = [(view[::factor, ::factor], label) for view, label in gallery["value"]]
+    return updates, (last["status"], last["preview"], gallery, last["files"])
 
 
 def test_checkpoint_info_and_folder_choice(tmp_path, one_thread):
@@ -123,7 +138,7 @@ def test_run_keeps_known_pixels_and_writes_downloads(page, tmp_path):
     updates, (status, _, gallery, files) = finish(page.run(
         editor, source, "painted", "ddpm", "auto", 10, 10, 0.0, 2, 7))
     assert status.startswith("done: 2 sample(s), 20 network calls each")
-    assert any(str(u[0]).startswith("sampling: 20/20") for u in updates)
+    assert any(str(u["status"]).startswith("sampling: 20/20") for u in updates)
     original = np.asarray(Image.open(DIGIT))
     known = np.ones((16, 16), bool)
     known[4:10, 5:12] = False
@@ -168,9 +183,9 @@ def test_image_dropped_on_the_editor(page):
     known[4:10, 5:12] = False
     assert np.array_equal(gallery[0][0][known], grey[known])
     colour = canvas.copy()
-    colour[0, 0, :3] = (255, 0, 0)
-    with pytest.raises(gr.Error, match=r"the editor's image \(canvas\) is colour"):
-        page.show_mask({"background": colour, "layers": []}, None, "box", 0)
+    colour[0, 0, :3] = (255, 0, 0)   # a colour canvas for the grey prior: converted (luma)
+    shown = page.show_mask({"background": colour, "layers": []}, None, "expand", 0)
+    assert shown.ndim == 2
 
 
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
@@ -196,7 +211,9 @@ def test_example_click_loads_that_example(page):
     editor, source, masked, _ = page.take_example(None, SimpleNamespace(index=1))
     assert source.path.name == "digit_01.png"
     assert np.array_equal(source.pixels[..., 0], np.asarray(Image.open(page.examples[1])))
-    assert np.array_equal(editor["value"]["background"][..., 0], source.pixels[..., 0])
+    background = editor["value"]["background"][..., 0]
+    k = background.shape[0] // 16
+    assert k > 1 and np.array_equal(background, source.pixels[..., 0].repeat(k, 0).repeat(k, 1))
     assert masked.shape[0] >= 16 and masked.shape[0] % 16 == 0   # shown enlarged
 
 
@@ -209,14 +226,6 @@ def test_bad_inputs_give_clear_messages(tmp_path, one_thread):
     with pytest.raises(gr.Error, match="notes.txt is not an image"):
         page.take_upload(str(text))
 
-    colour = tmp_path / "colour.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(colour)
-    with pytest.raises(gr.Error, match="colour.png is colour .* expects 1 channel"):
-        page.take_upload(str(colour))
-
-    editor, source, _, _ = page.take_upload(str(colour), "rgb8.ckpt")  # fine for RGB
-    with pytest.raises(gr.Error, match="colour.png is colour but the prior expects 1 channel"):
-        page.show_mask(editor["value"], source, "box", 0, "grey8.ckpt")   # then the grey one
 
     editor, source, _, _ = page.take_upload(str(DIGIT))
     with pytest.raises(gr.Error, match="nothing to inpaint"):
@@ -271,9 +280,9 @@ def test_cancel_button_stops_the_page_run(page):
     editor, source, _, _ = page.take_upload(str(DIGIT))
     run = page.run(painted_editor(editor), source, "painted", "repaint", "auto", 10, 10, 0.0,
                    1, 0)
-    assert next(run)[0] == "sampling…"
+    assert named(next(run))["status"] == "sampling: starting…"
     page.cancel()
-    status = list(run)[-1][0]
+    status = named(list(run)[-1])["status"]
     assert status.startswith("cancelled") and "of 110" in status
 
 
@@ -328,6 +337,7 @@ def test_offline_launch_settings(page, monkeypatch):
     monkeypatch.setattr(ui, "build", lambda p: demo)
     ui.launch(page.cfg, block=False)
     assert captured["share"] is False and captured["server_name"] == "127.0.0.1"
+    assert captured["quiet"] is True   # Gradio's banner would suggest share=True
     assert demo._queue.default_concurrency_limit == 1
     fonts = str(ui._theme().font)
     assert "GoogleFont" not in fonts
@@ -397,14 +407,14 @@ def test_user_error_is_one_line_without_server_paths(tmp_path, one_thread, capsy
     upload path) and the server log as one line, no traceback."""
     ckpt = save_tiny_prior(tmp_path / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
     page = Page(app_config(ckpt, tmp_path / "runs"))
-    upload = tmp_path / "gradio" / "0f3a9c" / "colour.png"   # how Gradio stores an upload
+    upload = tmp_path / "gradio" / "0f3a9c" / "notes.png"   # how Gradio stores an upload
     upload.parent.mkdir(parents=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(upload)
+    upload.write_text("not an image")
     capsys.readouterr()
     with pytest.raises(gr.Error) as caught:
         page.take_upload(str(upload))
     message = caught.value.message
-    assert message.startswith("image colour.png is colour") and str(tmp_path) not in message
+    assert message.startswith("notes.png is not an image") and str(tmp_path) not in message
     assert caught.value.print_exception is False and caught.value.duration is None
     log = capsys.readouterr().err
     assert log == f"app.py: user error: {message}\n"
@@ -493,3 +503,249 @@ def test_auth_key_makes_the_page_ask_for_a_login(served):
         assert http.post("/login", data={"username": "alice", "password": "s3cret"}
                          ).status_code == 200
         assert http.get("/config").status_code == 200   # the login cookie lets it in
+
+
+def test_time_left_comes_from_this_runs_measured_pace():
+    from priorpaint.app.ui import progress_html, progress_line, seconds_left
+
+    # 10 calls in 2 s after the first report: 0.2 s a call, 80 calls to go
+    assert seconds_left(11, 91, 1, 100.0, 11, 102.0) == pytest.approx(16.0)
+    assert seconds_left(1, 91, 1, 100.0, 1, 100.0) != seconds_left(1, 91, 1, 100.0, 1, 100.0)
+    line = progress_line(11, 91, 3.0, 16.0)
+    assert line.startswith("sampling: 11/91 network calls") and "~16.0 s left" in line
+    assert "measuring" in progress_line(1, 91, 0.5, float("nan"))
+    assert 'value="11" max="91"' in progress_html(11, 91)
+
+
+def test_run_shows_progress_preview_and_a_busy_button(page, monkeypatch):
+    """While it samples: one counter (status and bar from the same report), x̂_0 previews
+    before the result, the Inpaint button busy; a second click is answered, not dropped."""
+    from priorpaint.app import ui
+
+    page.cfg.preview_every = 5
+    page.min_preview_seconds = 0.0   # each preview shown (a tiny run is faster than 5/s)
+    said = []
+    monkeypatch.setattr(ui.gr, "Info", lambda text, *a, **k: said.append(text))
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    run = page.run(painted_editor(editor), source, "painted", "ddpm", "auto", None, None, None,
+                   1, 0)
+    first = named(next(run))
+    assert first["button"]["value"] == ui.BUSY_LABEL and first["gallery"] == []
+    page.busy()                          # a second click while it samples
+    assert said and "in progress" in said[-1]
+    updates = [first] + [named(u) for u in run]
+    previews = [k for k, u in enumerate(updates) if isinstance(u["preview"], np.ndarray)]
+    done = next(k for k, u in enumerate(updates) if str(u["status"]).startswith("done"))
+    assert len(previews) >= 4 and previews[0] < done   # 1, 6, 11, 16, 20 of 20 calls
+    for u in updates:
+        if str(u["status"]).startswith("sampling: ") and "/" in u["status"]:
+            done_calls = int(u["status"].split()[1].split("/")[0])
+            assert f'value="{done_calls}" max="20"' in u["bar"]   # the bar says the same
+    assert updates[-1]["button"]["value"] == "Inpaint" and updates[-1]["bar"] == ""
+    said.clear()
+    page.busy()                          # after the run: nothing to say
+    assert said == []
+
+
+def test_results_are_crisp_whole_and_compared_with_the_masked_input(page):
+    """Results are enlarged by one whole factor (nearest-neighbour: every pixel a block of
+    equal values), laid out on a near-square grid, and the before/after slider pairs the
+    masked input with the clicked sample at the same size."""
+    from priorpaint.app.ui import gallery_columns, view_factor
+
+    assert [gallery_columns(n) for n in (1, 2, 4, 5, 16)] == [1, 2, 2, 3, 4]
+    assert view_factor((32, 32)) == 8 and view_factor((321, 481)) == 1
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    updates, (_, _, gallery, _) = finish(page.run(painted_editor(editor), source, "painted",
+                                                  "ddpm", "auto", None, None, None, 3, 0))
+    last = updates[-1]
+    factor = last["last"]["factor"]
+    assert factor == 16 and last["gallery"]["columns"] == 2
+    for (view, _), (small, _) in zip(last["gallery"]["value"], gallery, strict=True):
+        assert view.shape == (256, 256)
+        assert np.array_equal(view, small.repeat(factor, 0).repeat(factor, 1))   # no blur
+    before, after = last["compare"]
+    assert before.shape == after.shape == (256, 256)
+    assert before[5 * factor, 6 * factor] == 128 and np.array_equal(after, last["gallery"]["value"][0][0])
+    picked = page.compare_sample(last["last"], gr.SelectData(None, {"index": 2, "value": None}))
+    assert np.array_equal(picked[1], last["gallery"]["value"][2][0])
+    assert np.array_equal(picked[0], before)
+
+
+def test_errors_stay_in_the_page_until_the_next_action(page, tmp_path):
+    """A user error is written into the page's line (then raised: toast, log line, API
+    error); the next good action overwrites it."""
+    from priorpaint.app.ui import RUN_OUTPUTS, shows_errors
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    upload = shows_errors(page.take_upload, 4, 3)
+    steps = iter(upload(str(notes)))
+    editor, source, masked, note = next(steps)
+    assert note.startswith("❌ notes.txt is not an image")
+    with pytest.raises(gr.Error, match="notes.txt is not an image"):
+        next(steps)
+    (editor, source, masked, note), = list(upload(str(DIGIT)))   # a good upload clears it
+    assert source is not None and not note.startswith("❌")
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    run = shows_errors(page.run, len(RUN_OUTPUTS), RUN_OUTPUTS.index("status"))
+    steps = iter(run(editor["value"], source, "painted", "ddpm", "auto", None, None, None, 1, 0))
+    assert named(next(steps))["status"] == "❌ the mask has nothing to inpaint: paint over " \
+        "the part of the image to fill in (brush in the editor), or choose a generated mask kind"
+    with pytest.raises(gr.Error, match="nothing to inpaint"):
+        next(steps)
+
+
+def test_help_lists_the_pages_own_keys():
+    import subprocess
+    import sys
+
+    from priorpaint.app.engine import APP_KEYS
+
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    own = out.stdout.split("== All keys")[0]
+    for key in (*APP_KEYS, "ckpt", "sampler", "fit"):
+        assert f"  {key}=" in own, key
+    assert "Configuration groups" not in out.stdout and "experiment:" not in out.stdout
+    assert "preview_every: 25" in out.stdout   # and every key with its default
+
+
+def test_page_follows_the_chosen_prior(tmp_path, one_thread):
+    """Each prior its own examples (examples_by_prior, else examples), checkpoint names shown
+    as file names with the folder as a hint, and the image in hand refitted on a switch:
+    the size note names the new prior's size, colour is converted (with a note) for a grey
+    prior and kept for an RGB one."""
+    from types import SimpleNamespace
+
+    from priorpaint.app.ui import checkpoint_label, example_images
+
+    folder = tmp_path / "priors"
+    save_tiny_prior(folder / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    save_tiny_prior(folder / "run" / "rgb16.ckpt", channels=3, size=(16, 16), steps=20)
+    page = Page(app_config(folder, tmp_path / "runs",
+                           f"+examples_by_prior={{grey*: {ROOT / 'examples' / 'mnist'}}}"))
+    assert page.checkpoint_choices() == [("grey8.ckpt", "grey8.ckpt"),
+                                         ("rgb16.ckpt · in run/", "run/rgb16.ckpt")]
+    assert checkpoint_label("a/b/c.ckpt") == "c.ckpt · in a/b/"
+    assert all("t10k_" in Path(e).name for e in page.examples_for("grey8.ckpt"))
+    assert [Path(e).name for e in page.examples_for("run/rgb16.ckpt")][0] == "digit_00.png"
+    by_prior = {"mnist32": "examples/mnist", "photos*": str(tmp_path / "none"), "*": None}
+    assert example_images(by_prior, "d", "outputs/mnist32.ckpt")[0].endswith("label1.png")
+    assert example_images(by_prior, "d", "photos64.ckpt") == []   # folder not there yet
+    assert example_images(by_prior, "d", "last.ckpt") == []       # "*": none
+
+    # an example of the grey prior, then the RGB prior: the note follows
+    _, source, _, note = page.take_example("grey8.ckpt", SimpleNamespace(index=0))
+    assert "32×32" in note and "8×8" in note
+    gallery, note, editor = page.follow_prior("run/rgb16.ckpt", source)
+    assert "16×16" in note and "8×8" not in note and "repeated on 3 channels" in note
+    assert Path(gallery["value"][0]).name == "digit_00.png"
+
+    colour = tmp_path / "colour.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    Image.fromarray(pixels).save(colour)
+    editor, source, _, note = page.take_upload(str(colour), "run/rgb16.ckpt")
+    assert note == "" and source.pixels.shape == (16, 16, 3)    # kept colour for RGB
+    _, note, editor = page.follow_prior("grey8.ckpt", source)
+    assert "colour.png is colour but the prior is grey: converted to grey" in note
+    grey = np.asarray(Image.fromarray(pixels).convert("L"))
+    background = editor["value"]["background"]
+    k = background.shape[0] // 16   # shown enlarged by a whole factor
+    assert np.array_equal(background[::k, ::k, 0], grey)
+    assert np.array_equal(background[::k, ::k, 2], grey)
+    image = page.current_input(editor["value"], source, "grey8.ckpt")
+    assert image.pixels.shape == (16, 16, 1) and np.array_equal(image.pixels[..., 0], grey)
+    # what the run inpaints is the converted image: a run's input file is grey
+    mask = torch.ones(1, 16, 16)
+    mask[:, 4:8, 4:8] = 0
+    result = engine.run_inpainting(page.prior("grey8.ckpt"), engine.RunRequest(
+        image=image, mask=mask, sampler="ddpm"), page.cfg, tmp_path / "runs")
+    assert np.array_equal(np.asarray(Image.open(result.input_file)), grey)
+
+
+def test_editor_is_crisp_and_its_tools_scale_with_the_image(page, tmp_path):
+    """The editor shows an image enlarged by a whole factor (crisp); brush and eraser sizes
+    are image pixels times that factor and can be set; clearing the mask keeps the image;
+    a generated mask clears the stroke; invert and an uploaded mask file work."""
+    from priorpaint.app.ui import brush_default, editor_factor
+
+    assert editor_factor((32, 32)) == 14 and editor_factor((321, 481)) == 1
+    assert brush_default((32, 32)) == 2 and brush_default((321, 481)) == 20
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    k = editor_factor((16, 16))
+    assert editor["value"]["background"].shape[:2] == (16 * k, 16 * k)
+    assert editor["brush"].default_size == editor["eraser"].default_size == 1 * k
+    tools = page.set_brush(4, editor["value"], source)
+    assert tools["brush"].default_size == tools["eraser"].default_size == 4 * k
+
+    painted = painted_editor(editor)
+    # erasing a block (whole image pixels' worth of canvas) frees exactly those pixels
+    layer = painted["layers"][0].copy()
+    layer[4 * k:6 * k, 5 * k:7 * k] = 0
+    mask = page.current_mask({"layers": [layer]}, source, "painted", 0)[0].numpy()
+    expected = np.ones((16, 16), np.float32)
+    expected[4:10, 5:12] = 0
+    expected[4:6, 5:7] = 1
+    assert np.array_equal(mask, expected)
+    # a brush edge grazing a block (under half of it) does not make a hole
+    layer = np.zeros_like(layer)
+    layer[0:k // 3, 0:k] = 255
+    assert bool(page.current_mask({"layers": [layer]}, source, "painted", 0).all())
+
+    cleared = page.clear_mask(painted, source)
+    assert cleared["value"]["layers"] == []
+    assert np.array_equal(cleared["value"]["background"], editor["value"]["background"])
+    assert page.mask_kind_changed("thick", painted, source)["value"]["layers"] == []
+    assert page.mask_kind_changed("painted", painted, source) == gr.skip()
+
+    inverted = page.current_mask(painted, source, "painted", 0, invert=True)[0].numpy()
+    assert np.array_equal(inverted, 1 - page.current_mask(painted, source, "painted", 0)[0].numpy())
+    mask_png = tmp_path / "hole.png"
+    hole = np.full((16, 16), 255, np.uint8)
+    hole[2:5, 3:9] = 0
+    Image.fromarray(hole).save(mask_png)
+    path, kind = page.take_mask_file(str(mask_png))
+    assert kind == "file"
+    from_file = page.current_mask(painted, source, kind, 0, mask_path=path)[0].numpy()
+    assert np.array_equal(from_file, (hole == 255).astype(np.float32))
+    with pytest.raises(gr.Error, match="no mask file"):
+        page.current_mask(painted, source, "file", 0)
+    _, (status, _, gallery, _) = finish(page.run(painted, source, "file", "ddpm", "auto", None,
+                                                 None, None, 1, 0, None, True, path))
+    assert status.startswith("done")   # inverted file mask: the known part is the hole
+    original = np.asarray(Image.open(DIGIT))
+    assert np.array_equal(gallery[0][0][hole == 0], original[hole == 0])
+
+
+def test_history_keeps_recent_runs_and_reloads_one(page):
+    """Each finished run joins the visitor's history (newest first, `history` kept); a click
+    on one brings back its results, downloads and settings."""
+    from priorpaint.app.ui import RELOAD_OUTPUTS
+
+    page.cfg.history = 2
+    editor, source, _, _ = page.take_upload(str(DIGIT))
+    painted = painted_editor(editor)
+    history, runs = [], []
+    for seed, n in ((5, 1), (6, 2), (7, 1)):
+        updates, _ = finish(page.run(painted, source, "painted", "ddpm", "ddim10", None, None,
+                                     0.5, n, seed, None, False, None, history))
+        history = updates[-1]["history"]
+        runs.append(updates[-1])
+        assert [label for _, label in updates[-1]["past"]] == [e["label"] for e in history]
+    assert len(history) == 2 and "seed 7" in history[0]["label"] and "seed 6" in history[1]["label"]
+    assert "10 calls" in history[0]["label"]
+    back = dict(zip(RELOAD_OUTPUTS, page.reload_run(
+        history, gr.SelectData(None, {"index": 1, "value": None})), strict=True))
+    second = runs[1]
+    assert back["seed"] == 6 and back["n_samples"] == 2 and back["sampler"] == "ddpm"
+    assert back["steps"] == "ddim10" and back["eta"] == 0.5
+    assert back["files"] == second["files"] and back["status"].endswith(second["status"])
+    assert len(back["gallery"]["value"]) == 2
+    for (view, _), (shown, _) in zip(back["gallery"]["value"], second["gallery"]["value"],
+                                     strict=True):
+        assert np.array_equal(view, shown)
+    assert np.array_equal(back["compare"][1], second["compare"][1])
+    nothing = page.reload_run([], gr.SelectData(None, {"index": 0, "value": None}))
+    assert all(x == gr.skip() for x in nothing)

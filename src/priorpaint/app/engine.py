@@ -89,8 +89,8 @@ def sample_config(defaults: Mapping, **overrides):
 
 
 # configs/app.yaml keys that are the page's own, not sample.py's (kept out of run.yaml)
-APP_KEYS = ("port", "host", "auth", "runs", "examples", "preview_every", "max_samples",
-            "time_batches")
+APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "preview_every",
+            "max_samples", "time_batches", "history")
 
 
 def sampler_overrides(sampler: str, steps, jump_length=None, jump_n_sample=None,

@@ -1,7 +1,10 @@
 """What the page is given: an image (file, example or editor canvas) and a mask.
 
-Images go through ``sample.py``'s ``load_input``, so the channel rules and their messages are
-the command line's (grey into an RGB prior is repeated; colour into a grey prior is refused).
+Images go through ``sample.py``'s ``load_input`` and are kept as the file holds them; they are
+fitted to the chosen prior at use (:func:`for_prior`): grey into an RGB prior is repeated (as
+sample.py does), and colour into a grey prior is converted to grey with a note, where sample.py
+refuses it: a visitor who picked a colour photo wants it inpainted, and the page says what
+the prior saw (the converted image is the run's input file, so sample.py reproduces the run).
 A painted layer becomes a mask by one rule: every pixel the brush touched (alpha > 0 in any
 layer) is a hole (0), everything else is known (1), the convention of ``priorpaint.masks``.
 """
@@ -13,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..imageio import array_to_image, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
 from ..sampling.images import InputImage, load_input
 
-__all__ = ["read_upload", "input_from_array", "mask_from_layers", "generated_mask",
-           "check_mask", "size_note", "MASK_LABELS", "mask_choices", "is_grey"]
+__all__ = ["read_upload", "read_file", "for_prior", "input_from_array", "mask_from_layers",
+           "generated_mask", "check_mask", "size_note", "invert_mask", "mask_from_file",
+           "MASK_FILE", "MASK_LABELS", "mask_choices", "is_grey"]
 
 # what each generator kind means to someone looking at the page (the registry stays the source
 # of the names: kinds added later appear with their own name)
@@ -34,19 +39,26 @@ MASK_LABELS = {
     "random": "random: one of the random kinds",
 }
 PAINTED = "painted"
+MASK_FILE = "file"
 
 
 def mask_choices() -> list[tuple[str, str]]:
     """(label, value) pairs for the mask selector: the brush first, then every generator."""
-    return [("paint the hole with the brush", PAINTED)] + [
+    return [("paint the hole with the brush", PAINTED),
+            ("a mask file (upload it below: white = known, black = hole)", MASK_FILE)] + [
         (MASK_LABELS.get(kind, kind), kind) for kind in MASK_KINDS]
 
 
 def read_upload(path, channels: int) -> InputImage:
-    """An uploaded file as sample.py reads it (a clear ValueError for non-images)."""
+    """An uploaded file as a prior of ``channels`` channels sees it (:func:`for_prior`)."""
+    return for_prior(read_file(path), channels)[0]
+
+
+def read_file(path) -> InputImage:
+    """An uploaded file's own pixels, grey or colour (a clear ValueError for non-images)."""
     path = Path(str(path))
     try:
-        image = load_input(path, channels)
+        image = load_input(path, 3)   # 3: keeps colour; a grey file stays one channel
     except ValueError as e:
         if "cannot read image" in str(e):
             raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
@@ -60,10 +72,11 @@ def read_upload(path, channels: int) -> InputImage:
 
 
 def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage:
-    """An editor canvas (H, W[, 3|4] uint8) as an input; opaque alpha is dropped.
+    """An editor canvas (H, W[, 3|4] uint8) as a prior of ``channels`` sees it; opaque alpha
+    is dropped.
 
-    The array is written to a PNG and read back with ``load_input`` so the channel rules
-    are exactly those of a file given to sample.py.
+    The array is written to a PNG and read back with ``load_input`` so the rules are exactly
+    those of a file given to sample.py (then :func:`for_prior`).
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
@@ -77,10 +90,24 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
     with tempfile.TemporaryDirectory(prefix="priorpaint-app-") as folder:
         path = Path(folder) / f"{Path(name).stem or 'image'}.png"
         array_to_image(pixels if pixels.ndim == 3 else pixels[..., None]).save(path)
-        try:
-            return load_input(path, channels)   # pixels are read into memory: the file may go
-        except ValueError as e:
-            raise ValueError(str(e).replace(str(path), f"the editor's image ({name})")) from e
+        image = load_input(path, 3)   # pixels are read into memory: the file may go
+    return for_prior(image, channels)[0]
+
+
+def for_prior(image: InputImage, channels: int) -> tuple[InputImage, str | None]:
+    """``image`` as a prior of ``channels`` channels sees it, and a note when it was changed.
+
+    Colour for a grey prior becomes grey by PIL's ``convert("L")`` (ITU-R 601 luma,
+    L = 0.299 R + 0.587 G + 0.114 B); alpha is kept. Grey stays grey (an RGB prior sees it
+    repeated, :func:`size_note` says so); a colour image whose channels are equal is already
+    grey (sample.py's rule) and left as it is.
+    """
+    if channels != 1 or image.pixels.shape[-1] != 3 or is_grey(image.pixels):
+        return image, None
+    grey = np.asarray(Image.fromarray(image.pixels, "RGB").convert("L"))[..., None]
+    note = (f"{image.path.name} is colour but the prior is grey: converted to grey "
+            f"(luma 0.299 R + 0.587 G + 0.114 B); the result is grey")
+    return InputImage(image.path, grey, "L", image.alpha), note
 
 
 def is_grey(pixels: np.ndarray) -> bool:
@@ -92,7 +119,11 @@ def is_grey(pixels: np.ndarray) -> bool:
 def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W) mask from the editor's layers: painted (alpha > 0 anywhere) = 0 = hole.
 
-    Layers of another size than the image (a scaled canvas) are resized nearest-neighbour.
+    The editor shows small images enlarged by a whole factor k (crisp, see ``ui``), so a
+    layer k times the image's size maps back block by block: an image pixel is a hole when
+    at least half of its k x k block is painted, i.e. what the eye sees covered (a brush's
+    soft edge grazing a block does not make a hole, and erasing a block's paint frees it).
+    Layers of any other size are resized nearest-neighbour.
     """
     painted = np.zeros(tuple(size), dtype=bool)
     for layer in layers or []:
@@ -102,10 +133,43 @@ def mask_from_layers(layers, size: tuple[int, int]) -> torch.Tensor:
         touched = layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.reshape(
             layer.shape[0], layer.shape[1], -1).max(axis=-1) > 0
         if touched.shape != tuple(size):
-            touched = resize_mask(torch.from_numpy(touched.astype(np.float32))[None], size)[0]
-            touched = touched.numpy() > 0.5
+            touched = _shrink(touched, tuple(size))
         painted |= touched
     return torch.from_numpy((~painted).astype(np.float32))[None]
+
+
+def _shrink(touched: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A painted (kH, kW) boolean map at (H, W): block majority for a whole factor k, else
+    nearest-neighbour."""
+    (height, width), (big_h, big_w) = size, touched.shape
+    k = big_h // height
+    if k >= 1 and big_h == k * height and big_w == k * width:
+        blocks = touched.reshape(height, k, width, k).mean(axis=(1, 3))
+        return blocks >= 0.5
+    resized = resize_mask(torch.from_numpy(touched.astype(np.float32))[None], size)[0]
+    return resized.numpy() > 0.5
+
+
+def invert_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Known <-> hole: paint what to keep, fill in the rest (1 = known, 0 = hole)."""
+    return 1.0 - (mask > 0.5).float()
+
+
+def mask_from_file(path, size: tuple[int, int]) -> torch.Tensor:
+    """An uploaded mask file as sample.py's ``mask=`` reads it (white = known, black = hole;
+    another size is resized nearest-neighbour), a ValueError naming the file otherwise."""
+    import warnings
+
+    from ..masks import load_mask
+
+    path = Path(str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # resized / soft: the masked view shows the result
+            return load_mask(path, size)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"mask file {path.name} cannot be read as a mask ({e}); upload a PNG "
+                         f"with white = known and black = the hole") from e
 
 
 def generated_mask(kind: str, size: tuple[int, int], seed: int) -> torch.Tensor:

@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from inpainting_study import COLOURS, calls_of, settings  # noqa: E402
 
-from priorpaint.checkpoint import load_prior  # noqa: E402
+from priorpaint.checkpoint import file_sha256, load_prior  # noqa: E402
 from priorpaint.masks import make_mask, mask_seed, parse_mask_spec  # noqa: E402
 from priorpaint.metrics import (  # noqa: E402
     MetricUnavailable,
@@ -287,8 +287,12 @@ def score(result: np.ndarray, truth: np.ndarray, hole: np.ndarray, lpips_net) ->
 
 
 # ----------------------------------------------------------------------------- the study
-def cell_path(cache: Path, kind: str, method: str, fit: str, stem: str, sample: int) -> Path:
-    return cache / "cells" / f"{kind}_{method}_{fit}_{stem}_s{sample}.json"
+def cell_path(cache: Path, kind: str, method: str, fit: str, stem: str, sample: int,
+              prior_tag: str = "") -> Path:
+    """A cell's file; a sampler's cells sit under its checkpoint's hash (``prior_tag``), so a
+    newer checkpoint never reuses an older one's completions."""
+    folder = cache / "cells" / prior_tag if method in SAMPLERS else cache / "cells"
+    return folder / f"{kind.replace(':', '-')}_{method}_{fit}_{stem}_s{sample}.json"
 
 
 def run(cfg: dict) -> list[dict]:
@@ -296,15 +300,16 @@ def run(cfg: dict) -> list[dict]:
     torch.set_num_threads(cfg["threads"])
     cache = Path(cfg["cache"])
     (cache / "cells").mkdir(parents=True, exist_ok=True)
-    (cache / "png").mkdir(parents=True, exist_ok=True)
     photos = read_photos(Path(cfg["photos"]), cfg["images"], cfg["crop"])
-    prior = None
+    prior, tag = None, ""
     if any(m in SAMPLERS for m in cfg["methods"]):
+        tag = file_sha256(cfg["ckpt"])[:12]
+        (cache / "cells" / tag).mkdir(exist_ok=True)
         prior = load_prior(cfg["ckpt"])
         prior.model.eval().to(cfg["device"])
         if prior.channels != 3:
             raise fail(f"{cfg['ckpt']} is a {prior.channels}-channel prior; photos need RGB")
-        print(f"prior {cfg['ckpt']}: {tuple(prior.image_size)}, "
+        print(f"prior {cfg['ckpt']} (sha256 {tag}...): {tuple(prior.image_size)}, "
               f"{prior.diffusion.num_timesteps} steps", flush=True)
     lpips_net = None
     if cfg["lpips_weights"]:
@@ -325,7 +330,7 @@ def run(cfg: dict) -> list[dict]:
                     masked = truth.copy()
                     masked[hole] = 128          # no method sees the truth in the hole
                     for k in range(samples):
-                        path = cell_path(cache, kind, method, fit, stem, k)
+                        path = cell_path(cache, kind, method, fit, stem, k, tag)
                         if path.is_file():
                             cells.append(json.loads(path.read_text()))
                         else:
@@ -345,10 +350,11 @@ def run(cfg: dict) -> list[dict]:
                     seconds = (time.perf_counter() - start) / len(batch)
                     for (path, truth, _, hole, (i, k)), (result, extra) in zip(batch, done,
                                                                               strict=True):
-                        Image.fromarray(result).save(cache / "png" / (path.stem + ".png"))
+                        Image.fromarray(result).save(path.with_suffix(".png"))
                         cell = {"kind": kind, "method": method, "fit": fit,
                                 "photo": photos[i][0], "sample": k, "size": list(truth.shape[:2]),
                                 "hole": float(hole.mean()),
+                                "prior": f"{Path(cfg['ckpt']).name} {tag}" if tag else "",
                                 **score(result, truth, hole, lpips_net),
                                 "seconds": seconds, "batch": len(batch), **extra}
                         path.write_text(json.dumps(cell))
@@ -458,7 +464,9 @@ def write_outputs(rows: list[dict], cells: list[dict], cfg: dict, out: Path) -> 
            for k, v in cfg.items()}
     command = "python benchmarks/photo_study.py " + " ".join(
         f"{k}={v}" for k, v in arg.items() if v and v != str(DEFAULTS.get(k)))
-    md = [f"Run: `{command}`", "",
+    priors = sorted({c["prior"] for c in cells if c.get("prior")})
+    md = [f"Run: `{command}`", "", "Prior (file, sha256 prefix): "
+          + ("; ".join(priors) if priors else "none (classical fills only)"), "",
           "Hole PSNR (dB), hole SSIM, gradient-energy ratio (ger; 1 = the truth's contrast) as "
           "means over photos x samples (standard errors in study.csv); known_error in 8-bit "
           "levels (max); calls = network calls per photo (windows x calls per window); seconds "
@@ -520,6 +528,7 @@ def grid(cells: list[dict], cfg: dict, path: Path, side: int = 192) -> None:
     ``grid=`` sampler | truth: a ``side`` px crop around each photo's largest hole."""
     methods = ["telea", "biharmonic", cfg["grid"]]
     cache = Path(cfg["cache"])
+    tag = file_sha256(cfg["ckpt"])[:12] if cfg["ckpt"] else ""
     photos = read_photos(Path(cfg["photos"]), min(4, cfg["images"]), cfg["crop"])
     fit = cfg["fits"][0]
     s = min([side] + [min(truth.shape[:2]) for _, truth in photos])
@@ -527,9 +536,9 @@ def grid(cells: list[dict], cfg: dict, path: Path, side: int = 192) -> None:
     for i, (stem, truth) in enumerate(photos):
         kind = cfg["kinds"][i % len(cfg["kinds"])]
         hole = hole_of(kind, i, truth.shape[:2], cfg["seed"])
-        files = [cell_path(cache, kind, m, fit if m in SAMPLERS else "-", stem, 0)
+        files = [cell_path(cache, kind, m, fit if m in SAMPLERS else "-", stem, 0, tag)
                  for m in methods]
-        files = [cache / "png" / (f.stem + ".png") for f in files]
+        files = [f.with_suffix(".png") for f in files]
         if not all(f.is_file() for f in files):
             continue
         box = max(hole_boxes(hole), key=lambda b: b.size[0] * b.size[1])

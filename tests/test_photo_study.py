@@ -67,7 +67,7 @@ def test_samplers_and_harmonic_on_two_tiny_photos(tmp_path, monkeypatch):
         assert 0 < float(row["ger"]) < float("inf") and float(row["psnr"]) > 0
     sampled = [r for r in rows if r["method"] != "harmonic"]
     assert all(int(r["calls_per_window"]) == 3 and float(r["calls"]) >= 3 for r in sampled)
-    assert "## Targets of issue #30" in (out / "study.md").read_text()
+    assert "## Targets of issue #30 (samplers" in (out / "study.md").read_text()
     assert Image.open(out / "study.png").size[0] > 100
     # a rerun reads every cell from the cache: nothing is sampled again
     before = (out / "study.csv").read_text()
@@ -100,3 +100,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
         study.parse(["methods=ddnm"])
     with pytest.raises(SystemExit, match="expected key=value"):
         study.parse(["colour"])
+    with pytest.raises(SystemExit, match="images_at= takes"):
+        study.parse(["methods=harmonic", "images_at=ddnm"])
+    caps = study.parse(["methods=harmonic", "images_at=ddnm:4,box:96/ddnm:0"])["images_at"]
+    assert caps == {"ddnm": 4, "box:96/ddnm": 0}

@@ -468,7 +468,7 @@ def write_outputs(rows: list[dict], cells: list[dict], cfg: dict, out: Path) -> 
            ",".join(f"{m}:{c}" for m, c in v.items()) if isinstance(v, dict) else str(v)
            for k, v in cfg.items()}
     command = "python benchmarks/photo_study.py " + " ".join(
-        f"{k}={v}" for k, v in arg.items() if v and v != str(DEFAULTS.get(k)))
+        f"{k}={v}" for k, v in arg.items() if v not in ("", "None", str(DEFAULTS.get(k))))
     priors = sorted({c["prior"] for c in cells if c.get("prior")})
     md = [f"Run: `{command}`", "", "Prior (file, sha256 prefix): "
           + ("; ".join(priors) if priors else "none (classical fills only)"), "",

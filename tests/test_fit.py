@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 from tiny import save_tiny_prior, tiny_unet, write_random_images
 
 from priorpaint.diffusion import GaussianDiffusion
-from priorpaint.masks import MASK_KINDS, make_mask
+from priorpaint.masks import MASK_KINDS, load_masks_for, make_mask
 from priorpaint.models import UNet
 from priorpaint.sampling import inpaint_any_size
 from priorpaint.sampling.fit import (
@@ -347,3 +348,25 @@ def test_sample_py_native_misfit_is_a_user_error(tmp_path, ckpt):
     assert "fit=native: image" in done.stderr and "a.png is 21x24" in done.stderr
     assert "nearest sizes that fit: H = 20 or 22, W = 24" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_sample_py_sized_masks_at_each_photos_own_size(tmp_path, ckpt):
+    """mask=box:SIDE:COUNT and thin:WIDTH are made at each image's size; fit=crop fills them
+    (separate boxes: one window each; strokes longer than a window: coarse-to-fine)."""
+    images = write_random_images(tmp_path, (33, 49, 3), (52, 40, 3))
+    for spec in ("box:6:3", "thin:2"):
+        out = tmp_path / spec.replace(":", "_")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            run(_config(f"ckpt={ckpt}", f"images={images}", f"mask={spec}", "fit=crop",
+                        f"out={out}", "seed=2"))
+        masks = load_masks_for(sorted(images.glob("*.png")), spec, seed=2)
+        for path, mask in zip(sorted(images.glob("*.png")), masks, strict=True):
+            source = np.asarray(Image.open(path))
+            known = mask[0].numpy() > 0.5
+            result = np.asarray(Image.open(out / f"{path.stem}_s0.png"))
+            assert result.shape == source.shape and 0 < known.mean() < 1
+            assert np.array_equal(result[known], source[known])
+            assert not np.array_equal(result[~known], source[~known])
+        if spec.startswith("box"):
+            assert int((masks[0] == 0).sum()) == 3 * 36

@@ -187,3 +187,85 @@ def test_masks_for_images_by_kind_file_and_bad_names(tmp_path):
         load_masks_for(images, "hlaf")
     with pytest.raises(ValueError, match="unknown mask kind"):
         make_mask("hlaf", 8)
+
+
+# ---------------------------------------------------------------- sizes in pixels (photos)
+def test_plain_kinds_stay_byte_identical():
+    """Every plain kind at digit sizes, pinned: sized specs must not move existing masks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for kind in MASK_KINDS:
+        for size in [(16, 16), (32, 32), (28, 20), (64, 48)]:
+            for seed in (0, 1, 7, None):
+                digest.update(make_mask(kind, size, seed=seed).numpy().tobytes())
+    assert digest.hexdigest() == "70b09d5fe88b800fcc75001c093ff9a1fd7d60556d4b55176e8bfd1451547cb0"
+
+
+def _components(mask):
+    from priorpaint.sampling.fit import hole_boxes
+    return hole_boxes(mask[0].numpy() < 0.5)
+
+
+@pytest.mark.parametrize("size", [(321, 481), (512, 768), (500, 500)])
+def test_box_spec_makes_separate_holes_of_its_side(size):
+    for seed in range(3):
+        mask = make_mask("box:48:3", size, seed=seed)
+        assert mask.shape == (1, *size)
+        boxes = _components(mask)
+        assert [b.size for b in boxes] == [(48, 48)] * 3      # three apart, none merged
+        assert int((mask == 0).sum()) == 3 * 48 * 48
+    one = make_mask("box:48", size, seed=0)
+    assert [b.size for b in _components(one)] == [(48, 48)]
+    assert torch.equal(one, make_mask("box:48", size, seed=0))
+    assert not torch.equal(one, make_mask("box:48", size, seed=1))
+
+
+def test_box_spec_ranges_and_tiny_images():
+    sides = [s for seed in range(10) for b in _components(make_mask("box:32-96:2", (400, 600),
+                                                                     seed=seed)) for s in b.size]
+    assert min(sides) >= 32 and max(sides) <= 96 and len(set(sides)) > 5
+    small = make_mask("box:48", (20, 30), seed=0)          # larger than the image: all of it
+    assert float(small.sum()) == 0.0
+
+
+def _wide_share(mask, side):
+    """Share of the hole's pixels at which a side x side square lies wholly in the hole (an
+    erosion): ~0 for a brush narrower than ``side`` (only where strokes cross), large above."""
+    hole = (mask < 0.5).float()[None]
+    core = -torch.nn.functional.max_pool2d(-hole, side, stride=1) > 0.5
+    return float(core.sum() / hole.sum())
+
+
+def test_stroke_width_in_pixels():
+    size = (320, 480)
+    for seed in range(3):
+        narrow = make_mask("thin:4", size, seed=seed)
+        assert 0.0 < float(narrow.mean()) < 1.0
+        assert _wide_share(narrow, 7) < 0.01                    # a 4 px brush
+        assert _wide_share(make_mask("thin", size, seed=seed), 7) > 0.3   # scaled: 7-22 px
+        assert _wide_share(make_mask("thin:40", size, seed=seed), 20) > 0.2
+    assert torch.equal(make_mask("thick:10-20", size, seed=2), make_mask("wide:10-20", size, seed=2))
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("box:abc", "not a size in pixels"), ("box:0", "at least 1 px"), ("box:9-3", "LOW <= HIGH"),
+    ("box:48:0", "count '0'"), ("box:48:x", "count 'x'"), ("thin:4:2", "too many"),
+    ("genhalf:3", "genhalf takes no size"), ("box:48:3:1", "too many")])
+def test_bad_mask_specs_say_the_syntax(spec, why):
+    from priorpaint.cli import UserError
+    with pytest.raises(UserError, match=f"mask={spec}: .*{why}.*box:SIDE\\[:COUNT\\]"):
+        make_mask(spec, 64)
+    with pytest.raises(ValueError, match="unknown mask kind 'hlaf'"):
+        make_mask("hlaf:3", 64)
+
+
+def test_sized_masks_are_made_at_each_images_size(tmp_path):
+    for i, size in enumerate([(321, 481), (40, 60)]):
+        _save_png(tmp_path / f"{i}.png", np.zeros((*size, 3), np.uint8))
+    images = [tmp_path / "0.png", tmp_path / "1.png"]
+    masks = load_masks_for(images, "box:24:2", seed=5)
+    assert [m.shape for m in masks] == [(1, 321, 481), (1, 40, 60)]
+    assert [b.size for b in _components(masks[0])] == [(24, 24)] * 2
+    with pytest.raises(ValueError, match="mask=box:x"):
+        load_masks_for(images, "box:x")

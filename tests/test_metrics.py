@@ -22,6 +22,8 @@ from priorpaint.metrics import (
     aggregate,
     diversity,
     frechet_distance,
+    gradient_energy,
+    gradient_energy_ratio,
     kernel_inception_distance,
     known_region_error,
     load_inception,
@@ -137,6 +139,45 @@ def test_mask_shape_errors_name_the_shapes():
 
 
 # ----------------------------------------------------------------------------- known region
+def _ramp(slope, shape=(1, 3, 8, 8)):
+    """[0, 1] value slope * column (as [-1, 1] images): every horizontal difference = slope."""
+    columns = torch.arange(shape[-1], dtype=torch.float64).expand(shape)
+    return (0.1 + slope * columns) * 2 - 1
+
+
+def test_gradient_energy_closed_form():
+    # whole image: 3 x 8 x 7 horizontal differences of 0.05, as many vertical ones of 0
+    assert torch.allclose(gradient_energy(_ramp(0.05)), torch.tensor([0.05 ** 2 / 2], dtype=torch.float64))
+    region = torch.zeros(1, 1, 8, 8)
+    region[..., 2:6, 2:6] = 1          # differences touching the 4x4 square: 5 per row and
+                                       # column, 4 x 5 x 2 directions x 3 channels in all
+    hole_only = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    hole_only[..., 3, 3] = 0.2         # a spike in the region ([0, 1]: 0.5 +- 0.1) ...
+    assert torch.allclose(gradient_energy(hole_only, region),
+                          torch.tensor([3 * 4 * 0.1 ** 2 / 120], dtype=torch.float64))
+    outside = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    outside[..., 0, 0] = 0.2           # ... counts, one two pixels outside it does not
+    assert float(gradient_energy(outside, region)) == 0.0
+
+
+def test_gradient_energy_ratio_is_one_for_the_truth_and_small_for_smooth_fills():
+    region = torch.zeros(2, 1, 8, 8)
+    region[..., 2:6, 2:6] = 1
+    truth = torch.cat([_ramp(0.05), _ramp(0.02)])
+    assert torch.allclose(gradient_energy_ratio(truth, truth, region),
+                          torch.ones(2, dtype=torch.float64))
+    flatter = torch.cat([_ramp(0.025), _ramp(0.04)])     # half, twice the slope: (1/2)², 2²
+    assert torch.allclose(gradient_energy_ratio(flatter, truth, region),
+                          torch.tensor([0.25, 4.0], dtype=torch.float64))
+    flat = torch.zeros_like(truth)
+    assert torch.equal(gradient_energy_ratio(flat, truth, region), torch.zeros(2, dtype=torch.float64))
+    ratio = gradient_energy_ratio(truth, flat, region)   # flat truth: undefined, not inf
+    assert torch.isnan(ratio).all()
+    assert torch.isnan(gradient_energy_ratio(truth, truth, torch.zeros_like(region))).all()
+    with pytest.raises(ValueError, match="same shape"):
+        gradient_energy_ratio(truth[:1], truth)
+
+
 def test_known_region_error_sees_only_known_pixels():
     reference = _images(3, 3, 8, 8)
     mask = _hole_mask(3, 8, 8)

@@ -128,7 +128,9 @@ def mask_seed(seed: int, image_index: int) -> int:
 
 
 def _is_kind(name: str) -> bool:
-    return name.lower() in MASK_KINDS or name.lower() in MASK_ALIASES
+    """A generator kind, plain (``thick``) or with pixel sizes (``box:48:3``)."""
+    kind = name.split(":", 1)[0].lower()
+    return kind in MASK_KINDS or kind in MASK_ALIASES
 
 
 def load_masks_for(images: Sequence, mask, sizes: Sequence[tuple[int, int]] | None = None,
@@ -137,7 +139,8 @@ def load_masks_for(images: Sequence, mask, sizes: Sequence[tuple[int, int]] | No
 
     Args:
         images: image file paths (used for pairing and, without ``sizes``, for their sizes).
-        mask: a generator kind (``"half"``, ``"thick"``, ...; see ``MASK_KINDS``), one mask
+        mask: a generator kind (``"half"``, ``"thick"``, ...; see ``MASK_KINDS``; sized
+            kinds such as ``"box:48:3"`` are made at each image's own size), one mask
             file (used for every image) or a folder paired with the images by sorted file name.
         sizes: (H, W) of each image, if already known.
         seed: run seed; generated masks for image i use ``mask_seed(seed, i)``.
@@ -160,5 +163,6 @@ def load_masks_for(images: Sequence, mask, sizes: Sequence[tuple[int, int]] | No
     if source.is_file():
         return [load_mask(source, size) for size in sizes]
     raise FileNotFoundError(f"mask {mask!r} is neither a mask kind ({', '.join(MASK_KINDS)}, "
-                            f"aliases {', '.join(MASK_ALIASES)}) nor an existing file or folder")
+                            f"aliases {', '.join(MASK_ALIASES)}; sized: box:48, box:32-96:3, "
+                            f"thick:24) nor an existing file or folder")
 

@@ -5,12 +5,16 @@ pixels, then resized nearest-neighbour to the requested size, so a mask's covera
 do not depend on its resolution. The parameters are tuned so the known fraction matches the
 RePaint test sets (thick: keeps 52-99 %, mean ~75 %; thin: 50-97 %, mean ~70 %); a draw that
 falls outside the range is redrawn from the same generator.
+
+``width_px`` (``mask=thick:24``) gives the brush width in the image's own pixels instead: the
+strokes' number and length still scale with the image, only the brush is fixed, so the known
+fraction is then whatever those widths give (the closest of the draws to the range is kept).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -75,11 +79,15 @@ def _draw(style: StrokeStyle, canvas: tuple[int, int], scale: float,
     return np.asarray(image) > 127
 
 
-def _strokes(style: StrokeStyle, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def _strokes(style: StrokeStyle, size: tuple[int, int], rng: np.random.Generator,
+             width_px: tuple[int, int] | None = None) -> np.ndarray:
     height, width = size
     scale_up = max(1.0, _CANVAS / min(height, width))
     canvas = (round(height * scale_up), round(width * scale_up))
     scale = min(canvas) / _CANVAS
+    if width_px is not None:   # image pixels -> canvas pixels -> the style's 256-px units
+        style = replace(style, width=(width_px[0] * scale_up / scale,
+                                      width_px[1] * scale_up / scale))
     best, best_gap = None, math.inf
     for _ in range(100):
         mask = _draw(style, canvas, scale, rng)
@@ -96,11 +104,13 @@ def _strokes(style: StrokeStyle, size: tuple[int, int], rng: np.random.Generator
     return best
 
 
-def thick_strokes(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def thick_strokes(size: tuple[int, int], rng: np.random.Generator,
+                  width_px: tuple[int, int] | None = None) -> np.ndarray:
     """Wide strokes and occasional boxes (LaMa 'thick', RePaint 'Wide')."""
-    return _strokes(THICK, size, rng)
+    return _strokes(THICK, size, rng, width_px)
 
 
-def thin_strokes(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def thin_strokes(size: tuple[int, int], rng: np.random.Generator,
+                 width_px: tuple[int, int] | None = None) -> np.ndarray:
     """Many narrow strokes (LaMa 'thin', RePaint 'Narrow')."""
-    return _strokes(THIN, size, rng)
+    return _strokes(THIN, size, rng, width_px)

@@ -1,6 +1,7 @@
 """Evaluation metrics for priors and inpaintings: the last stage of the data flow.
 
-- ``pixel``: PSNR, SSIM (whole image or a region), known-region error, sample diversity.
+- ``pixel``: PSNR, SSIM, gradient energy (whole image or a region), known-region error,
+  sample diversity.
 - ``perceptual``: LPIPS and LPIPS diversity, from local weight files only.
 - ``distribution``: FID and KID (own maths, torchmetrics/torch-fidelity Inception features,
   from a local weight file only).
@@ -22,12 +23,22 @@ from .distribution import (
 )
 from .errors import MetricUnavailable
 from .perceptual import LPIPS_NETS, load_lpips, lpips, lpips_diversity
-from .pixel import diversity, known_region_error, psnr, ssim, ssim_map, to_unit
+from .pixel import (
+    diversity,
+    gradient_energy,
+    gradient_energy_ratio,
+    known_region_error,
+    psnr,
+    ssim,
+    ssim_map,
+    to_unit,
+)
 from .report import aggregate, write_metrics
 
 __all__ = [
     "MetricUnavailable",
-    "to_unit", "psnr", "ssim", "ssim_map", "known_region_error", "diversity",
+    "to_unit", "psnr", "ssim", "ssim_map", "gradient_energy", "gradient_energy_ratio",
+    "known_region_error", "diversity",
     "LPIPS_NETS", "load_lpips", "lpips", "lpips_diversity",
     "INCEPTION_FILE", "frechet_distance", "polynomial_mmd", "kernel_inception_distance",
     "load_inception", "InceptionMetrics",

@@ -52,6 +52,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from arguments import key_value_options, usage_error  # noqa: E402
 from inpainting_study import COLOURS, calls_of, settings  # noqa: E402
 
 from priorpaint.checkpoint import file_sha256, load_prior  # noqa: E402
@@ -98,18 +100,14 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 TELEA_RADIUS = 3
 
 
-def fail(message: str) -> SystemExit:
-    return SystemExit(f"photo_study.py: error: {message}")
+def fail(message: str) -> NoReturn:
+    """A user error: one line, exit status 2 (benchmarks/arguments.py)."""
+    usage_error("photo_study.py", message)
 
 
 # ----------------------------------------------------------------------------- options
 def parse(argv: list[str]) -> dict:
-    options = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            raise fail(f"expected key=value with key in {', '.join(DEFAULTS)}; got {arg!r}")
-        options[key] = value
+    options = key_value_options(argv, DEFAULTS, "photo_study.py")
     for key in ("images", "samples", "budget", "seed", "threads", "batch_size"):
         options[key] = int(options[key])
     for key in ("kinds", "methods", "fits"):
@@ -118,21 +116,21 @@ def parse(argv: list[str]) -> dict:
         try:
             parse_mask_spec(KINDS.get(kind, kind))
         except ValueError as err:
-            raise fail(f"kinds: {kind!r} is neither one of {', '.join(KINDS)} nor a mask spec "
-                       f"({err})") from err
+            fail(f"kinds: {kind!r} is neither one of {', '.join(KINDS)} nor a mask spec "
+                 f"({err})")
     bad = [m for m in options["methods"] if m not in CLASSICAL + SAMPLERS]
     if bad:
-        raise fail(f"methods: unknown {bad[0]!r}; known: {', '.join(CLASSICAL + SAMPLERS)}")
+        fail(f"methods: unknown {bad[0]!r}; known: {', '.join(CLASSICAL + SAMPLERS)}")
     if any(m in SAMPLERS for m in options["methods"]) and not options["ckpt"]:
-        raise fail("ckpt= is required for the samplers (an RGB prior), or give only "
-                   f"methods={','.join(CLASSICAL)}")
+        fail("ckpt= is required for the samplers (an RGB prior), or give only "
+             f"methods={','.join(CLASSICAL)}")
     crop = str(options["crop"]).replace("x", ",")
     options["crop"] = tuple(int(v) for v in crop.split(",")) * (2 if "," not in crop else 1) \
         if crop else None
     pairs = [p.rpartition(":") for p in str(options["images_at"]).split(",") if p.strip()]
     if any(not sep or not n.isdigit() for _, sep, n in pairs):
-        raise fail("images_at= takes method:count or kind/method:count pairs, e.g. "
-                   "images_at=repaint-paper:2,thick/ddnm:0")
+        fail("images_at= takes method:count or kind/method:count pairs, e.g. "
+             "images_at=repaint-paper:2,thick/ddnm:0")
     options["images_at"] = {m: int(n) for m, _, n in pairs}
     return options
 
@@ -143,7 +141,7 @@ def read_photos(folder: Path, count: int, crop) -> list[tuple[str, np.ndarray]]:
     files = sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in SUFFIXES),
                    key=lambda p: (len(p.stem), p.stem))   # 1, 2, ..., 10 (McMaster's numbering)
     if len(files) < count:
-        raise fail(f"photos={folder} holds {len(files)} images; images={count} asked for")
+        fail(f"photos={folder} holds {len(files)} images; images={count} asked for")
     photos = []
     for path in files[:count]:
         with Image.open(path) as image:
@@ -219,17 +217,17 @@ def classical_fill(method: str, pixels: np.ndarray, hole: np.ndarray) -> np.ndar
     if method in ("telea", "ns"):
         try:
             import cv2
-        except ImportError as err:
-            raise fail(f"{method} needs OpenCV: pip install -e '.[study]' "
-                       f"(opencv-python-headless)") from err
+        except ImportError:
+            fail(f"{method} needs OpenCV: pip install -e '.[study]' "
+                 f"(opencv-python-headless)")
         cv2.setNumThreads(1)
         flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
         return cv2.inpaint(pixels, hole.astype(np.uint8) * 255, TELEA_RADIUS, flag)
     if method == "biharmonic":
         try:
             from skimage.restoration import inpaint_biharmonic
-        except ImportError as err:
-            raise fail("biharmonic needs scikit-image: pip install -e '.[study]'") from err
+        except ImportError:
+            fail("biharmonic needs scikit-image: pip install -e '.[study]'")
         filled = inpaint_biharmonic(pixels.astype(np.float64) / 255.0, hole, channel_axis=-1)
         return np.clip(np.round(filled * 255.0), 0, 255).astype(np.uint8)
     if method == "harmonic":
@@ -310,7 +308,7 @@ def run(cfg: dict) -> list[dict]:
         prior = load_prior(cfg["ckpt"])
         prior.model.eval().to(cfg["device"])
         if prior.channels != 3:
-            raise fail(f"{cfg['ckpt']} is a {prior.channels}-channel prior; photos need RGB")
+            fail(f"{cfg['ckpt']} is a {prior.channels}-channel prior; photos need RGB")
         print(f"prior {cfg['ckpt']} (sha256 {tag}...): {tuple(prior.image_size)}, "
               f"{prior.diffusion.num_timesteps} steps", flush=True)
     lpips_net = None
@@ -318,7 +316,7 @@ def run(cfg: dict) -> list[dict]:
         try:
             lpips_net = load_lpips(cfg["lpips_weights"])
         except MetricUnavailable as err:
-            raise fail(str(err)) from err
+            fail(str(err))
     cells = []
     for kind in cfg["kinds"]:
         for method in cfg["methods"]:

@@ -69,14 +69,39 @@ class IndexRange(Dataset):
 
 def build_dataset(source: str, image_size, channels: int, *, path=None, root=None,
                   split: str = "auto", pad: int = 0, crop: str = "center",
-                  hflip: bool = False, indices=None) -> Dataset:
+                  hflip: bool = False, indices=None, resize: str = "cover",
+                  patches_per_image: int = 1, scale_range=None) -> Dataset:
     """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``),
-    restricted to ``indices`` (see ``parse_indices``) when given."""
+    restricted to ``indices`` (see ``parse_indices``) when given. ``resize="none"`` (folders
+    only): native-resolution patches, see ``patches.py``."""
     span = parse_indices(indices)
+    check_patching(source, resize, patches_per_image, scale_range)
+    if resize == "none":
+        from .patches import PhotoPatches
+
+        if not path:
+            raise ValueError("data=folder needs data.path=/folder/of/images")
+        dataset = PhotoPatches(path, image_size, channels, patches_per_image, scale_range, hflip)
+        return dataset if span is None else IndexRange(dataset, span, f"data={source}")
     dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
                             pad=pad, crop=crop, hflip=hflip,
                             stop=None if span is None else span.stop)
     return dataset if span is None else IndexRange(dataset, span, f"data={source}")
+
+
+def check_patching(source: str, resize: str, patches_per_image, scale_range) -> None:
+    """Patch keys are for ``data=folder data.resize=none`` only: elsewhere they would be
+    silently ignored, so they are refused with the key to change."""
+    from .patches import check_resize, check_scale_range
+
+    check_resize(resize)
+    check_scale_range(scale_range)
+    if resize == "none" and source != "folder":
+        raise ValueError(f"data.resize=none (native-resolution patches) is for data=folder; "
+                         f"data={source} resizes to cover data.image_size: drop data.resize")
+    if resize != "none" and (int(patches_per_image) != 1 or scale_range is not None):
+        raise ValueError("data.patches_per_image and data.scale_range apply to native-resolution "
+                         "patches only: add data.resize=none (data=folder) or drop them")
 
 
 def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
@@ -106,6 +131,9 @@ class PriorDataModule(pl.LightningDataModule):
         source: ``digits`` (scikit-learn, no download), ``folder`` (``path``), ``mnist``
             (``root`` with IDX files; ``split``, ``pad``), ``shards`` (``urls``).
         image_size: int or [H, W]; images are resized to cover it, then cropped.
+        resize: ``cover`` (the default) or ``none``: ``patches_per_image`` random
+            native-resolution patches per folder image and epoch, down-scaled by a random
+            factor from ``scale_range`` ([lo, hi], or null for none); see ``patches.py``.
         channels: 1 or 3 (sources are converted).
         batch_size: per process (the global batch is batch_size x world size).
         crop: ``center`` or ``random``; hflip: random left-right mirroring.
@@ -119,7 +147,8 @@ class PriorDataModule(pl.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, crop: str = "center",
                  hflip: bool = False, shuffle: bool = True, seed: int = 0, path=None, root=None,
                  split: str = "auto", pad: int = 0, urls=None, shuffle_buffer: int = 1000,
-                 resampled: bool = True, epoch_length: int | None = None, indices=None):
+                 resampled: bool = True, epoch_length: int | None = None, indices=None,
+                 resize: str = "cover", patches_per_image: int = 1, scale_range=None):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
@@ -136,6 +165,9 @@ class PriorDataModule(pl.LightningDataModule):
         self.resampled, self.epoch_length = bool(resampled), epoch_length
         self.indices = indices
         parse_indices(indices)  # fail at construction on a malformed range
+        self.resize, self.patches_per_image = resize, int(patches_per_image)
+        self.scale_range = None if scale_range is None else list(scale_range)
+        check_patching(source, resize, patches_per_image, scale_range)
         if source == "shards" and indices is not None:
             raise ValueError("data.indices selects items of a map-style source (digits, folder, "
                              "mnist); shards stream: pass the shard files you want in data.urls")
@@ -152,7 +184,9 @@ class PriorDataModule(pl.LightningDataModule):
             self.dataset = build_dataset(self.source, self.image_size, self.channels,
                                          path=self.path, root=self.root, split=self.split,
                                          pad=self.pad, crop=self.crop, hflip=self.hflip,
-                                         indices=self.indices)
+                                         indices=self.indices, resize=self.resize,
+                                         patches_per_image=self.patches_per_image,
+                                         scale_range=self.scale_range)
 
     def _check_shards(self) -> None:
         """Local shard files must exist (remote and pipe: URLs are checked when streamed)."""
@@ -170,6 +204,10 @@ class PriorDataModule(pl.LightningDataModule):
     def describe(self) -> str:
         where = {"folder": self.path, "mnist": self.root, "shards": self.urls}.get(self.source)
         size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
+        if self.resize == "none" and self.dataset is not None:
+            base = getattr(self.dataset, "base", self.dataset)
+            size = (f"{len(base.photos)} photos x {self.patches_per_image} native-resolution "
+                    f"patches ({base.nbytes / 2**20:.0f} MiB decoded), ")
         return (f"{self.source}{f' ({where})' if where else ''}: {size}"
                 f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}, "
                 f"batch {self.batch_size}/process")

@@ -125,3 +125,24 @@ def test_photos64_preset_composes_to_patch_training():
 
     net = dict(OmegaConf.to_container(cfg.model), in_channels=3, out_channels=6)
     build_network(net).check_input_size(64, 64)
+
+
+@pytest.mark.slow
+def test_photos64_preset_trains_a_step_on_tiny_photos(tmp_path):
+    """train.py's path with the preset (shrunk: tiny network, 16 px): one step, and the
+    checkpoint records how the data was cut."""
+    from priorpaint.checkpoint import load_prior
+    from priorpaint.lightning.launch import run_training
+
+    _photos(tmp_path / "photos")
+    cfg = compose_config(["experiment=photos64", f"data.path={tmp_path / 'photos'}",
+                          "data.image_size=16", "data.batch_size=4", "model=tiny",
+                          "diffusion.steps=20", "num_threads=1", "trainer.max_steps=1",
+                          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                          "callbacks.sample_grid.respacing=4", "callbacks.sample_grid.num_samples=4",
+                          "callbacks.sample_grid.num_inpaint=2", "logger=none",
+                          f"run_dir={tmp_path / 'run'}"])
+    result = run_training(cfg)
+    assert result.trainer.global_step == 1
+    info = load_prior(result.last_checkpoint).info["data"]
+    assert info["resize"] == "none" and info["scale_range"] == [0.5, 1.0] and info["hflip"]

@@ -92,6 +92,10 @@ def test_datamodule_batches_and_default_folder_unchanged(tmp_path):
     assert cover.resize == "cover" and isinstance(cover.dataset, ImageFolder)
     assert len(cover.dataset) == 3
     assert isinstance(build_dataset("folder", 16, 3, path=tmp_path), ImageFolder)
+    # data.indices picks photos (not patch items): each kept photo still gives 3 patches
+    some = build_dataset("folder", 16, 3, path=tmp_path, resize="none", patches_per_image=3,
+                         indices="1:3")
+    assert len(some.photos) == 2 and len(some) == 6 and some.files == patches.dataset.files[1:3]
     cfg = compose_config(["data=folder", "data.path=x"])
     assert cfg.data.resize == "cover" and cfg.data.patches_per_image == 1
     assert cfg.data.scale_range is None

@@ -81,8 +81,8 @@ def build_dataset(source: str, image_size, channels: int, *, path=None, root=Non
 
         if not path:
             raise ValueError("data=folder needs data.path=/folder/of/images")
-        dataset = PhotoPatches(path, image_size, channels, patches_per_image, scale_range, hflip)
-        return dataset if span is None else IndexRange(dataset, span, f"data={source}")
+        return PhotoPatches(path, image_size, channels, patches_per_image, scale_range, hflip,
+                            photos=span)   # indices pick photos, each still cut many ways
     dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
                             pad=pad, crop=crop, hflip=hflip,
                             stop=None if span is None else span.stop)
@@ -205,9 +205,8 @@ class PriorDataModule(pl.LightningDataModule):
         where = {"folder": self.path, "mnist": self.root, "shards": self.urls}.get(self.source)
         size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
         if self.resize == "none" and self.dataset is not None:
-            base = getattr(self.dataset, "base", self.dataset)
-            size = (f"{len(base.photos)} photos x {self.patches_per_image} native-resolution "
-                    f"patches ({base.nbytes / 2**20:.0f} MiB decoded), ")
+            size = (f"{len(self.dataset.photos)} photos x {self.patches_per_image} "
+                    f"native-resolution patches ({self.dataset.nbytes / 2**20:.0f} MiB decoded), ")
         return (f"{self.source}{f' ({where})' if where else ''}: {size}"
                 f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}, "
                 f"batch {self.batch_size}/process")

@@ -76,11 +76,12 @@ class PhotoPatches(Dataset):
 
     Item ``i`` is a patch of photo ``i % len(photos)``; its place, scale and flip come from
     the key's seed. A key without a seed gives the centred native-resolution window.
+    ``photos``: a slice of the sorted photo list (``data.indices``); the others are not decoded.
     ``nbytes``: memory the decoded photos take. Unreadable files are skipped with a warning.
     """
 
     def __init__(self, path, image_size, channels: int = 3, patches_per_image: int = 1,
-                 scale_range=None, hflip: bool = False):
+                 scale_range=None, hflip: bool = False, photos: slice | None = None):
         self.root = Path(path).expanduser()
         self.size = pair(image_size)
         self.channels = check_channels(channels)
@@ -90,6 +91,11 @@ class PhotoPatches(Dataset):
         self.scale_range = check_scale_range(scale_range)
         self.hflip = bool(hflip)
         self.files = training_images(self.root)
+        if photos is not None:   # data.indices: these photos of the sorted list only
+            self.files = self.files[photos]
+            if not self.files:
+                raise ValueError(f"data.indices={photos.start}:{photos.stop} selects no photo "
+                                 f"under {self.root}")
         self.photos = self._decode_all()
         self.nbytes = sum(p.numel() for p in self.photos)
 

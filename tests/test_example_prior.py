@@ -30,3 +30,30 @@ def test_shipped_prior_inpaints_the_shipped_digits(one_thread):
     assert torch.equal(out * mask, x0 * mask)               # known pixels exact
     assert out.isfinite().all() and out.abs().max() <= 1.0
     assert not torch.equal(out * (1 - mask), x0 * (1 - mask))   # the hole was filled
+
+
+PHOTO_PRIOR = ROOT / "examples" / "priors" / "photos64.ckpt"
+
+
+def test_shipped_photo_prior_is_ema_float16_and_inpaints_an_example_photo(one_thread):
+    """examples/priors/photos64.ckpt: trained on photos/train only, EMA-only in float16 (loads
+    as float32), and fills a hole in a native-resolution window of a shipped example photo."""
+    assert PHOTO_PRIOR.stat().st_size <= 12 * 2**20
+    prior = load_prior(PHOTO_PRIOR)
+    assert prior.weights == "ema" and tuple(prior.image_size) == (64, 64) and prior.channels == 3
+    info = prior.info
+    assert info["weights_dtype"] == "float16" and info["data"]["resize"] == "none"
+    assert info["data"]["path"].rstrip("/").endswith("photos/train")   # never val/
+    assert all(p.dtype == torch.float32 for p in prior.model.parameters())
+    assert all(v.dtype == torch.float16 for v in torch.load(PHOTO_PRIOR, weights_only=True)
+               ["priorpaint"]["ema_state_dict"].values() if v.is_floating_point())
+    photo = load_input(ROOT / "examples" / "photos" / "coffee.jpg", 3)
+    assert photo.pixels.shape == (384, 512, 3)
+    x0 = to_model(photo, 3, photo.pixels.shape[:2])[None, :, 160:224, 224:288]
+    mask = torch.ones_like(x0[:, :1])
+    mask[..., 20:44, 20:44] = 0
+    with torch.no_grad():
+        out = inpaint(prior.model.eval(), prior.diffusion, x0, mask, sampler="ddnm", steps=10)
+    assert torch.equal(out * mask, x0 * mask)               # known pixels exact
+    assert out.isfinite().all() and out.abs().max() <= 1.0
+    assert not torch.equal(out * (1 - mask), x0 * (1 - mask))   # the hole was filled

@@ -36,7 +36,8 @@ from .imageio import UINT8, ValueRule
 from .models import build_network
 from .weights_io import load_file, load_torch_file, sha256_of_file, torch_file_problem
 
-__all__ = ["Prior", "load_prior", "load_diffusers_prior", "save_prior", "prior_payload", "value_rule_of",
+__all__ = ["Prior", "load_prior", "load_diffusers_prior", "save_prior", "prior_payload",
+           "value_rule_of", "export_prior", "half_state_dict",
            "load_torch_file", "torch_file_problem", "file_sha256", "MODEL_PREFIX", "FORMAT"]
 
 FORMAT = 1
@@ -99,6 +100,37 @@ def save_prior(path, model, diffusion, image_size, channels, ema_state_dict=None
     payload = prior_payload(model, diffusion, image_size, channels, ema_state_dict, extra, values)
     torch.save({"state_dict": state, "priorpaint": payload}, path)
     return path
+
+
+def half_state_dict(state: dict) -> dict:
+    """Floating-point tensors as float16, the rest (integer buffers) as they are.
+
+    Why: a shipped prior only samples. float16 keeps 11 significant bits, far below what
+    sampling resolves in these weights, and halves the file; loading copies the values back
+    into the float32 network (``load_state_dict`` casts), so nothing downstream changes.
+    """
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+            for k, v in state.items()}
+
+
+def export_prior(source, target, half: bool = True) -> Path:
+    """Write the EMA weights of ``source`` (any checkpoint :func:`load_prior` reads) to
+    ``target`` as an EMA-only prior: no raw weights, optimizer or callback state, floating-point
+    weights in float16 unless ``half=False``. Provenance (training step, data, EMA rates) is
+    kept. :func:`load_prior` reads it back as a float32 network."""
+    from .atomic import atomic_write
+
+    prior = load_prior(source)
+    if prior.weights != "ema":
+        raise ValueError(f"{source} holds no EMA weights to export (a checkpoint written by "
+                         f"train.py has them)")
+    state = prior.model.state_dict()
+    extra = {k: prior.info[k] for k in ("global_step", "data", "ema_rates") if k in prior.info}
+    extra["weights_dtype"] = "float16" if half else "float32"
+    payload = prior_payload(prior.model, prior.diffusion, prior.image_size, prior.channels,
+                            ema_state_dict=half_state_dict(state) if half else
+                            {k: v.detach().cpu() for k, v in state.items()}, extra=extra)
+    return atomic_write(Path(target), lambda f: torch.save({"state_dict": {}, "priorpaint": payload}, f))
 
 
 def load_prior(path, use_ema: bool = True, map_location="cpu", *,

@@ -70,10 +70,24 @@ class IndexRange(Dataset):
 
 def build_dataset(source: str, image_size, channels: int, *, path=None, root=None,
                   split: str = "auto", pad: int = 0, crop: str = "center",
-                  hflip: bool = False, indices=None, value_range="auto") -> Dataset:
+                  hflip: bool = False, indices=None, value_range="auto", resize: str = "cover",
+                  patches_per_image: int = 1, scale_range=None) -> Dataset:
     """The map-style item dataset of ``source`` (keys: ``index`` or ``(index, seed)``),
-    restricted to ``indices`` (see ``parse_indices``) when given."""
+    restricted to ``indices`` (see ``parse_indices``) when given. ``resize="none"`` (folders
+    only): native-resolution patches, see ``patches.py``."""
     span = parse_indices(indices)
+    check_patching(source, resize, patches_per_image, scale_range)
+    if resize == "none":
+        from .patches import PhotoPatches
+
+        if not path:
+            raise ValueError("data=folder needs data.path=/folder/of/images")
+        if str(value_range) not in ("auto", "uint8"):
+            raise ValueError(f"data.range={value_range} with data.resize=none: patches are cut "
+                             f"from photos cached as 8-bit; use data.resize=cover for other "
+                             f"value ranges")
+        return PhotoPatches(path, image_size, channels, patches_per_image, scale_range, hflip,
+                            photos=span)   # indices pick photos, each still cut many ways
     dataset = _build_source(source, image_size, channels, path=path, root=root, split=split,
                             pad=pad, crop=crop, hflip=hflip,
                             stop=None if span is None else span.stop, value_range=value_range)
@@ -84,6 +98,21 @@ def value_rule_of(dataset: Dataset) -> ValueRule:
     """The value rule a built dataset maps with (8-bit levels for digits and MNIST)."""
     base = dataset.base if isinstance(dataset, IndexRange) else dataset
     return getattr(base, "rule", None) or UINT8
+
+
+def check_patching(source: str, resize: str, patches_per_image, scale_range) -> None:
+    """Patch keys are for ``data=folder data.resize=none`` only: elsewhere they would be
+    silently ignored, so they are refused with the key to change."""
+    from .patches import check_resize, check_scale_range
+
+    check_resize(resize)
+    check_scale_range(scale_range)
+    if resize == "none" and source != "folder":
+        raise ValueError(f"data.resize=none (native-resolution patches) is for data=folder; "
+                         f"data={source} resizes to cover data.image_size: drop data.resize")
+    if resize != "none" and (int(patches_per_image) != 1 or scale_range is not None):
+        raise ValueError("data.patches_per_image and data.scale_range apply to native-resolution "
+                         "patches only: add data.resize=none (data=folder) or drop them")
 
 
 def _build_source(source: str, image_size, channels: int, *, path, root, split, pad, crop,
@@ -115,6 +144,9 @@ class PriorDataModule(pl.LightningDataModule):
         image_size: int or [H, W]; images are resized to cover it, then cropped.
         channels: 1 or 3 for digits/mnist (converted); any N >= 1 for folders and shards
             (arrays and TIFF bands; grey <-> RGB images are converted).
+        resize: ``cover`` (the default) or ``none``: ``patches_per_image`` random
+            native-resolution patches per folder image and epoch, down-scaled by a random
+            factor from ``scale_range`` ([lo, hi], or null for none); see ``patches.py``.
         batch_size: per process (the global batch is batch_size x world size).
         crop: ``center`` or ``random``; hflip: random left-right mirroring.
         seed: drives shuffling and augmentation (with the example index).
@@ -132,7 +164,8 @@ class PriorDataModule(pl.LightningDataModule):
                  hflip: bool = False, shuffle: bool = True, seed: int = 0, path=None, root=None,
                  split: str = "auto", pad: int = 0, urls=None, shuffle_buffer: int = 1000,
                  resampled: bool = True, epoch_length: int | None = None, indices=None,
-                 range="auto"):  # noqa: A002 (the config key is data.range)
+                 range="auto",  # noqa: A002 (the config key is data.range)
+                 resize: str = "cover", patches_per_image: int = 1, scale_range=None):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
@@ -159,6 +192,9 @@ class PriorDataModule(pl.LightningDataModule):
         self.resampled, self.epoch_length = bool(resampled), epoch_length
         self.indices = indices
         parse_indices(indices)  # fail at construction on a malformed range
+        self.resize, self.patches_per_image = resize, int(patches_per_image)
+        self.scale_range = None if scale_range is None else list(scale_range)
+        check_patching(source, resize, patches_per_image, scale_range)
         if source == "shards" and indices is not None:
             raise ValueError("data.indices selects items of a map-style source (digits, folder, "
                              "mnist); shards stream: pass the shard files you want in data.urls")
@@ -178,7 +214,10 @@ class PriorDataModule(pl.LightningDataModule):
             self.dataset = build_dataset(self.source, self.image_size, self.channels,
                                          path=self.path, root=self.root, split=self.split,
                                          pad=self.pad, crop=self.crop, hflip=self.hflip,
-                                         indices=self.indices, value_range=self.value_range)
+                                         indices=self.indices, value_range=self.value_range,
+                                         resize=self.resize,
+                                         patches_per_image=self.patches_per_image,
+                                         scale_range=self.scale_range)
             self.value_rule = value_rule_of(self.dataset)
 
     def _check_shards(self) -> None:
@@ -199,6 +238,9 @@ class PriorDataModule(pl.LightningDataModule):
         size = f"{len(self.dataset)} images, " if self.dataset is not None else ""
         rule = self.value_rule
         values = "" if rule == UINT8 else f", {rule.dtype} values [{rule.lo:g}, {rule.hi:g}] -> [-1, 1]"
+        if self.resize == "none" and self.dataset is not None:
+            size = (f"{len(self.dataset.photos)} photos x {self.patches_per_image} "
+                    f"native-resolution patches ({self.dataset.nbytes / 2**20:.0f} MiB decoded), ")
         return (f"{self.source}{f' ({where})' if where else ''}: {size}"
                 f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}{values}, "
                 f"batch {self.batch_size}/process")

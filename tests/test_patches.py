@@ -150,3 +150,25 @@ def test_photos64_preset_trains_a_step_on_tiny_photos(tmp_path):
     assert result.trainer.global_step == 1
     info = load_prior(result.last_checkpoint).info["data"]
     assert info["resize"] == "none" and info["scale_range"] == [0.5, 1.0] and info["hflip"]
+
+
+def test_patches_read_photos_as_every_folder_image_and_refuse_other_value_types(tmp_path):
+    """Photos go through imageio.read_array (EXIF orientation applied, alpha onto white) and
+    are cached as 8-bit levels: a 16-bit file or data.range other than 8 bits is refused in
+    one line naming it, not quantised."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    tall = np.zeros((40, 24, 3), np.uint8)
+    tall[:8] = 255                                   # a white band on top, as a viewer shows it
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(tall, 1)))   # stored sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6                                 # "rotate 90 CW to display"
+    stored.save(folder / "phone.jpg", exif=exif, quality=100)
+    patches = PhotoPatches(folder, 8, 3)
+    assert tuple(patches.photos[0].shape) == (3, 40, 24)            # upright
+    assert patches.photos[0][:, :6].float().mean() > 200 and patches.photos[0][:, 12:].float().mean() < 50
+    with pytest.raises(ValueError, match="data.resize=none"):
+        build_dataset("folder", 8, 3, path=folder, resize="none", value_range="uint16")
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(folder / "scan.png")
+    with pytest.raises(ValueError, match=r"scan.png holds uint16 values; data.resize=none"):
+        PhotoPatches(folder, 8, 1)

@@ -358,3 +358,20 @@ def test_train_py_config_mistakes_are_one_line(tmp_path, override, words):
     done = _run(tmp_path, REPO / "train.py", *TINY, *QUIET, "trainer.max_steps=1",
                 f"run_dir={tmp_path / 'run'}", override)
     _one_line(done, "train.py", words)
+
+
+@pytest.mark.slow
+def test_resuming_from_an_older_checkpoint_rewrites_last_ckpt(tmp_path):
+    """Resume from step 1 of a run that went on to step 3 (e.g. the newest whole checkpoint
+    after a kill): the run's files are its own again, last.ckpt included; no ``-v1`` copies
+    beside stale ones (which a later ``ckpt_path=.../last.ckpt`` would have resumed from)."""
+    args = ["train.py", *TINY, *QUIET, f"run_dir={tmp_path}"]
+    assert _run(REPO, *args, "trainer.max_steps=3").returncode == 0
+    again = _run(REPO, *args, "trainer.max_steps=5",
+                 f"ckpt_path={tmp_path / 'checkpoints' / 'step0000001.ckpt'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.ckpt", *(f"step{k:07d}.ckpt" for k in range(1, 6))], names
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert last["global_step"] == 5

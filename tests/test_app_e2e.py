@@ -188,7 +188,13 @@ def test_paint_run_and_keep_known_pixels(app_url):
             original = np.asarray(Image.open(DIGIT))
             first = masked_src(page)
             x, y = paint_stroke(page)
-            painted, src = hole_shown(page, original, first)
+            try:
+                painted, src = hole_shown(page, original, first)
+            except sync_api.TimeoutError:
+                # Under CPU load the editor can still be loading the uploaded image when the
+                # first stroke lands and drops it (seen once in CI); a second stroke must show.
+                x, y = paint_stroke(page)
+                painted, src = hole_shown(page, original, first)
             page.click("#editor button[aria-label=Erase]")   # across the stroke's middle
             page.mouse.move(x, y - 60)
             page.mouse.down()

@@ -84,6 +84,7 @@ from priorpaint.sampling.fit import (  # noqa: E402
     hole_boxes,
     resolve_fit,
 )
+from priorpaint.sampling.images import load_input  # noqa: E402
 
 DEFAULTS = {
     "ckpt": "", "photos": str(ROOT.parent / "shared" / "data" / "photos" / "val" / "mcmaster18"),
@@ -144,8 +145,7 @@ def read_photos(folder: Path, count: int, crop) -> list[tuple[str, np.ndarray]]:
         fail(f"photos={folder} holds {len(files)} images; images={count} asked for")
     photos = []
     for path in files[:count]:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        pixels = load_input(path, 3).pixels   # the project's reader: EXIF, palette, CMYK
         if crop is not None:
             h, w = min(crop[0], pixels.shape[0]), min(crop[1], pixels.shape[1])
             top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2

@@ -296,8 +296,9 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
 
     save_tiny_prior(tmp_path / "priors" / "a_short.ckpt", channels=1, size=(8, 8), steps=40)
     save_tiny_prior(tmp_path / "priors" / "b_long.ckpt", channels=1, size=(8, 8), steps=1500)
-    # three samples one at a time: A's run (3 x 250 calls) lasts long enough for B to queue
-    url, _ = serve(tmp_path / "priors", "sampler=ddpm", "steps=auto", "n_samples=3",
+    # eight samples one at a time: A's run (8 x 250 calls) outlasts B's click by far even on a
+    # loaded machine (with 3 x 250, CI once saw A done before B's click reached the queue)
+    url, _ = serve(tmp_path / "priors", "sampler=ddpm", "steps=auto", "n_samples=8",
                    "batch_size=1")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -323,7 +324,7 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
             b.dispatch_event("#run", "click")   # one job at a time: B waits, and is told so
             for page in (a, b):
                 page.wait_for_function("document.querySelector('#status').innerText"
-                                       ".startsWith('done')", timeout=120000)
+                                       ".startsWith('done')", timeout=300000)
             seen = {name: page.evaluate("window.statuses") for name, page in (("a", a), ("b", b))}
             queued = b.evaluate("window.queue")
             links = {name: [x.get_attribute("href") for x in page.query_selector_all(
@@ -333,11 +334,11 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
 
     assert any("queue: 1/1" in t for t in queued), queued
     # A: ddpm's 250 steps on its 1500-step prior; B: the 40 steps of the page's first prior
-    # (three samples each, one batch after the other)
-    assert any("/750 network calls" in t for t in seen["a"]), seen["a"]
-    assert not any("/120 network calls" in t for t in seen["a"])
-    assert any("/120 network calls" in t for t in seen["b"]), seen["b"]
-    assert not any("/750 network calls" in t for t in seen["b"])
+    # (eight samples each, one batch after the other)
+    assert any("/2000 network calls" in t for t in seen["a"]), seen["a"]
+    assert not any("/320 network calls" in t for t in seen["a"])
+    assert any("/320 network calls" in t for t in seen["b"]), seen["b"]
+    assert not any("/2000 network calls" in t for t in seen["b"])
     # the downloads are copies named by content (Gradio's cache): the same painted mask is
     # the same file, every result file is the visitor's own
     own = {name: {h for h in hrefs if not h.endswith("/mask.png")} for name, hrefs in links.items()}

@@ -120,7 +120,7 @@ def test_the_readme_has_the_commands_this_test_checks():
     assert {"docs/training.md", "docs/cluster.md", "docs/data.md"} <= pages, pages
     assert [] in [c for _, c in TRAIN]                 # `python train.py` (docs/training.md)
     assert any("trainer=ddp" in c and "model=adm256" in c for _, c in TRAIN)
-    assert len(TRAIN) >= 20 and len(SAMPLE) >= 20, (len(TRAIN), len(SAMPLE))
+    assert len(TRAIN) >= 20 and len(SAMPLE) >= 15, (len(TRAIN), len(SAMPLE))
 
 
 @pytest.mark.parametrize("page,args", [(p, c) for p, c in TRAIN if not _is_quickstart(c)],

@@ -6,7 +6,7 @@
     python benchmarks/prior_clean.py ckpt=real repeats=50              # the floor: real digits
     python benchmarks/prior_clean.py ckpt=noise                        # a sanity low end
     python benchmarks/prior_clean.py ckpt=outputs/quickstart/checkpoints/last.ckpt data=digits
-    python benchmarks/prior_clean.py grids='results/prior_clean/<run>_step0008000_ema_250_seed*.png'
+    python benchmarks/prior_clean.py grids='prior_clean/<run>_step0008000_ema_250_seed*.png'   # saved draws
 
 Metrics (issue #19), both from the digit classifier of ``inpainting_study.py`` (a small CNN
 trained on MNIST t10k indices 0-6999 only, cached in ``cache=``):
@@ -22,7 +22,7 @@ repeats=200``): their FD to 7000-7999 has median 77, 99th percentile 137, worst 
 their confident fraction has median 0.93, 1st percentile 0.84, worst 0.81 (the issue's 0.9
 would call 20% of real draws unclean with this classifier), so 0.85. The bounds belong to one
 classifier file: with a retrained classifier, rerun ``ckpt=real repeats=200`` and pass
-``fd_bound=`` / ``clean_fraction=`` (benchmarks/README.md, "#19 training side by side").
+``fd_bound=`` / ``clean_fraction=`` (docs/research/classifier-calibration.md).
 
 Beside the verdict, ``blobs`` counts the samples brighter on average than any real training
 digit (``BLOB_BRIGHTNESS``): the "blobs on grey backgrounds" of an early prior, some of which

@@ -11,7 +11,7 @@ request to another host (no CDN, no analytics).
 
 Needs the ``chromium`` package (``apt-get install -y chromium``) and pip's ``playwright``
 (never ``playwright install``: the system browser is used); skips, saying which is missing,
-otherwise. ``PRIORPAINT_APP_SCREENSHOT=docs/app.png`` runs one more test: the README's
+otherwise. ``PRIORPAINT_APP_SCREENSHOT=docs/app.png`` runs one more test: docs/app.md's
 screenshot of the page on the trained ``examples/priors/mnist32.ckpt``.
 """
 
@@ -358,7 +358,7 @@ def test_readme_screenshot_from_the_trained_prior(serve):
 
     shot = os.environ.get("PRIORPAINT_APP_SCREENSHOT")
     if not shot:
-        pytest.skip("set PRIORPAINT_APP_SCREENSHOT=docs/app.png to retake the README's screenshot")
+        pytest.skip("set PRIORPAINT_APP_SCREENSHOT=docs/app.png to retake the screenshot of docs/app.md")
     url, _ = serve(ROOT / "examples" / "priors" / "mnist32.ckpt", "n_samples=4")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)

@@ -1,5 +1,5 @@
 """SAMPLERS' defaults and every place that states them agree: the registry's docstring table,
-README's sampler table, configs/sample.yaml's comments, and the study row each default names
+the sampler table of docs/inpainting.md, configs/sample.yaml's comments, and the study row each default names
 as its evidence. Changing a default without its documentation (or the reverse) fails here."""
 
 import csv
@@ -75,8 +75,8 @@ def test_the_registry_docstring_table_states_the_defaults():
         check(name, cell, "samplers.py docstring")
 
 
-def test_readme_sampler_table_states_the_defaults_and_their_calls():
-    text = (REPO / "README.md").read_text()
+def test_docs_sampler_table_states_the_defaults_and_their_calls():
+    text = (REPO / "docs" / "inpainting.md").read_text()
     seen = set()
     for row in re.findall(r"^\s*\| (`\w+`(?:, `\w+`)*) \| (.*)$", text, re.M):
         names = re.findall(r"`(\w+)`", row[0])
@@ -84,9 +84,9 @@ def test_readme_sampler_table_states_the_defaults_and_their_calls():
             continue
         cells = row[1].split(" | ")
         for name in names:
-            check(name, cells[0], "README sampler table")
+            check(name, cells[0], "docs/inpainting.md sampler table")
             calls = re.search(r"= (\d+) \|?\s*$", row[1])
-            assert calls and int(calls.group(1)) == default_calls(name), f"README: {name} calls"
+            assert calls and int(calls.group(1)) == default_calls(name), f"docs/inpainting.md: {name} calls"
             seen.add(name)
     assert seen == set(SAMPLERS)
 

@@ -25,7 +25,7 @@ Crop, in order (all pure functions of the mask, so the plan is the same on every
    in its frame are unknown to it (or the guide, after a coarse pass) and are left for their
    own window. Overlapping windows therefore agree; the known pixels are never written.
 
-Measured (benchmarks/README.md): separate small holes, crop beats resize clearly and matches
+Measured (docs/benchmarks.md): separate small holes, crop beats resize clearly and matches
 native at a fraction of its pixels; for a hole much larger than a window, native did better
 than the coarse-to-fine path, which is kept for sizes native cannot take.
 

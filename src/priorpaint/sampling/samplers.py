@@ -140,6 +140,10 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             schedule=lambda o, T: diffpir_schedule(T, int(o.inner_loops)),
             unconditional="ddim"),
 )}
+"""Every sampler by name (``sampler=`` in sample.py, the web page's radio): repaint, ddpm, ddim,
+ddnm, diffpir. Each entry is data for the one reverse loop (schedule, update, jumps,
+conditioning callback) with its defaults; the module docstring says which study row each
+default comes from. Adding a sampler is adding an entry here (and its callback, if new)."""
 
 
 def _get(name: str) -> Sampler:

@@ -88,7 +88,7 @@ from priorpaint.sampling.images import load_input  # noqa: E402
 
 DEFAULTS = {
     "ckpt": "", "photos": str(ROOT.parent / "shared" / "data" / "photos" / "val" / "mcmaster18"),
-    "out": "benchmarks/results/photo_study", "cache": "outputs/photo_study_cache", "images": 18,
+    "out": "docs/results/photo_study", "cache": "outputs/photo_study_cache", "images": 18,
     "samples": 1, "kinds": "thick,thin,box48,box96",
     "methods": "telea,ns,biharmonic,harmonic,ddnm,diffpir,repaint", "budget": 100,
     "fits": "crop", "crop": "", "seed": 0, "threads": 1, "device": "cpu", "lpips_weights": "",

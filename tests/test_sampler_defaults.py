@@ -19,7 +19,7 @@ from priorpaint.sampling.samplers import (
 from priorpaint.sampling.time_schedules import count_network_calls
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "inpainting_study"
+RESULTS = REPO / "docs" / "results" / "inpainting_study"
 # symbols the tables use -> SamplerOptions fields
 SYMBOLS = {"j": "jump_length", "L": "jump_length", "r": "jump_n_sample", "η": "eta",
            "eta": "eta", "λ": "lambda_", "diffpir.lambda": "lambda_", "σ_n": "sigma_n",

@@ -67,7 +67,7 @@ __all__ = ["Page", "build", "launch", "parse_steps", "visitor_error", "auth_pair
 # why the page opens on DDNM at 100 calls (configs/app.yaml's sampler), in one line
 DEFAULT_SAMPLER_WHY = (
     "Default **ddnm** (100 network calls): on held-out MNIST digits it scored as well as "
-    "RePaint at 2410 calls (benchmarks/results/inpainting_study/study.md).")
+    "RePaint at 2410 calls (docs/results/inpainting_study/study.md).")
 
 
 def _hide_paths(text: str, roots) -> str:

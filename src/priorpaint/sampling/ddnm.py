@@ -22,7 +22,7 @@ noise of std √(1-ᾱ')·√(1-ᾱ'²) = (1-ᾱ')√(1+ᾱ') instead of the √
 less noisy than its t says; and for noiseless inpainting the authors' own dispatch
 (σ_y = 0 -> ``ddnm_diffusion``) runs the SVD loop, which has no such factor. On held-out
 MNIST both their loops and this one score alike within seed noise
-(``benchmarks/ddnm_authors.py``, ``benchmarks/results/ddnm_authors/``).
+(``benchmarks/ddnm_authors.py``, ``docs/results/ddnm_authors/``).
 
 Differences from the authors' code, on purpose: the jump re-noises the *corrected* x̂_0
 (both their loops store the uncorrected one), x̂_0 is clipped to [-1, 1] like every sampler

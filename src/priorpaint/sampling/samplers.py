@@ -18,7 +18,7 @@ diffpir    100 steps quad, λ=1,   DiffPIR: proximal x̂_0 step, ζ noise mix,  
 =========  =====================  =============================================  ==============
 
 Where each default's step count comes from: a row of ``benchmarks/inpainting_study.py``'s
-results on held-out MNIST (``benchmarks/results/inpainting_study/``, file: sampler, calls),
+results on held-out MNIST (``docs/results/inpainting_study/``, file: sampler, calls),
 not the papers' settings for 256² faces where the study disagrees with them:
 
 - repaint: ``study.csv: repaint, 2410`` -- the paper's T=250, j=10, r=10, kept as the

@@ -81,6 +81,10 @@ class RunOptions:
         if self.clip_denoised not in (True, False, "auto"):
             raise ValueError(f"clip_denoised={self.clip_denoised} must be true, false or auto")
         resolve_fit(self.fit, (1, 1), (1, 1))   # validates the name
+        if (self.images is None) != (self.mask is None):
+            missing = "mask=" if self.mask is None else "images="
+            raise ValueError(f"{missing} is missing: give images= and mask= together to "
+                             f"inpaint, or neither to draw unconditional samples")
         _ = self.sampler_options                # validates the knobs
 
     @classmethod
@@ -179,7 +183,8 @@ class Output:
 
 @dataclass
 class Job:
-    """A planned run: everything the batches, the grids and ``run.yaml`` are made from."""
+    """A prepared run (``run.prepare``): everything the batches, the grids and ``run.yaml``
+    are made from, so that executing it opens no checkpoint and parses no option."""
 
     plan: Plan
     prior: Any                       # priorpaint.checkpoint.Prior
@@ -187,10 +192,18 @@ class Job:
     inputs: list                     # InputImage per image (empty: unconditional samples)
     masks: list                      # (1, H, W) mask per image, at its size
     outputs: list[Output]            # every output of the run, in order
+    todo: list[Output]               # the outputs still missing (all with overwrite=true)
+    record: Path                     # its run.yaml
+    ckpt_sha256: str                 # the checkpoint's digest, recorded in run.yaml
 
     @property
     def options(self) -> RunOptions:
         return self.plan.options
+
+    @property
+    def resumed(self) -> int:
+        """Outputs already in the folder from an earlier run of the same options."""
+        return len(self.outputs) - len(self.todo)
 
 
 def output_path(out: Path, stem: str, sample_index: int, suffix: str = ".png") -> Path:

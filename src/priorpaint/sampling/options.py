@@ -23,9 +23,9 @@ from .samplers import (
     DEFAULT_STEPS,
     SAMPLERS,
     SamplerOptions,
+    SamplerSetup,
     resolve_options,
-    respaced,
-    sampler_schedule,
+    resolve_sampler,
     unconditional_sampler,
 )
 from .time_schedules import count_network_calls
@@ -165,11 +165,20 @@ class Plan(NamedTuple):
     """What a run's options come to on a given prior."""
 
     options: RunOptions
-    sampler_options: SamplerOptions   # every knob resolved, ``steps`` included
-    diffusion: Any                    # the prior's diffusion, respaced
+    setup: SamplerSetup               # the sampler resolved: knobs, respaced diffusion, schedule
     calls: int                        # network calls per sample
     clip_denoised: bool               # ``auto`` decided by the prior
     conditional: bool = True
+
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """Every knob resolved, ``steps`` included."""
+        return self.setup.options
+
+    @property
+    def diffusion(self):
+        """The prior's diffusion, respaced."""
+        return self.setup.diffusion
 
 
 @dataclass(frozen=True)
@@ -232,20 +241,16 @@ def plan(options: RunOptions | Mapping, prior, conditional: bool | None = None) 
     if not isinstance(options, RunOptions):
         options = RunOptions.from_config(options)
     conditional = options.conditional if conditional is None else conditional
-    num_timesteps = prior.diffusion.num_timesteps
-    resolved = options.sampler_options
-    if options.steps == "auto":
-        default = resolved.steps if conditional else None
-        resolved = replace(resolved, steps=min(DEFAULT_STEPS if default is None else int(default),
-                                               num_timesteps))
+    given = replace(options.knobs, steps=None if options.steps == "auto" else options.steps)
+    if not conditional and given.steps is None:   # an inpainting default is no sampling one
+        given = replace(given, steps=min(DEFAULT_STEPS, prior.diffusion.num_timesteps))
+    setup = resolve_sampler(options.sampler, given, prior.diffusion, default_steps=DEFAULT_STEPS)
     clip = clip_denoised(options.clip_denoised, prior)
-    diffusion = respaced(prior.diffusion, resolved)
     if conditional:
-        calls = count_network_calls(sampler_schedule(options.sampler, resolved,
-                                                     diffusion.num_timesteps))
+        calls = count_network_calls(setup.schedule)
     else:
-        calls = diffusion.num_timesteps   # unconditional: straight down, one call per step
-    return Plan(options, resolved, diffusion, calls, clip, conditional)
+        calls = setup.diffusion.num_timesteps   # unconditional: straight down, one call per step
+    return Plan(options, setup, calls, clip, conditional)
 
 
 def describe_plan(p: Plan) -> str:

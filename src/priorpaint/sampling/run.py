@@ -26,7 +26,7 @@ from ..checkpoint import file_sha256, value_rule_of
 from ..devices import resolve_device
 from ..imageio import output_suffix, preview_uint8, read_array, read_pixels, save_png, write_array
 from ..masks import load_masks_for
-from .api import generate, inpaint
+from .api import generate, run_sampler
 from .distributed import local_device, ranks_from_env, shard
 from .fit import check_fit, count_calls, inpaint_items, resolve_fit
 from .images import (
@@ -130,7 +130,8 @@ def prepare(options: RunOptions, prior, device, *, ckpt_sha256: str | None = Non
     output, those still missing and the record (``run.yaml``), with no file written.
 
     Everything that can fail on bad input (images, masks, existing outputs; the options
-    themselves fail in ``RunOptions``) fails here, so a failed run never leaves a half-written or overwritten folder behind.
+    themselves fail in ``RunOptions``) fails here, so a failed run never leaves a half-written
+    or overwritten folder behind.
     ``ckpt_sha256``: the checkpoint's digest when the caller has it (else ``options.ckpt`` is
     hashed).
     """
@@ -257,15 +258,12 @@ def inpaint_batch(job: Job, model, batch: list[Output], progress) -> None:
     decides which prior-size (or native) sampler calls that takes."""
     options, the_plan, prior = job.options, job.plan, job.prior
     size, channels = prior.image_size, prior.channels
-    # the plan's diffusion is already respaced: run it as it is
-    resolved = replace(the_plan.sampler_options, steps=the_plan.diffusion.num_timesteps)
 
     def sampler_call(x0, mask, generators, items):
         _set_labels(model, options, items, job.device)
-        return inpaint(model, the_plan.diffusion, x0, mask, sampler=options.sampler,
-                       options=resolved, generators=generators,
-                       clip_denoised=the_plan.clip_denoised,
-                       autocast_dtype=options.autocast, progress=progress)
+        return run_sampler(model, the_plan.setup, x0, mask, generators=generators,
+                           clip_denoised=the_plan.clip_denoised,
+                           autocast_dtype=options.autocast, progress=progress)
 
     inputs, masks = job.inputs, job.masks
     fits = [resolve_fit(options.fit, inputs[out.image].size, size) for out in batch]

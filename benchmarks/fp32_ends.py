@@ -56,7 +56,7 @@ def evaluate(module, images: torch.Tensor, bf16: bool) -> tuple[float, float]:
 def train(args, fp32_ends: bool, run_dir: Path):
     UNet.fp32_ends = fp32_ends
     cfg = compose_config([
-        "data=digits", f"data.image_size={args.size}", "data.indices=0:1500",
+        "experiment=none", "data=digits", f"data.image_size={args.size}", "data.indices=0:1500",
         f"data.batch_size={args.batch}", f"model={args.model}", "diffusion=cosine1000",
         f"diffusion.steps={args.diffusion_steps}",
         "trainer.precision=bf16-mixed", f"trainer.max_steps={args.steps}", "num_threads=1",

@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         stub_ours = CachedOutput(ours(x0, t_ours).clone())
 
     def run_ours(model) -> torch.Tensor:
-        return inpaint(model, prior, x0, mask, steps=args.T, jump_length=args.jump_length,
-                       jump_n_sample=args.jump_n_sample, seed=0)
+        return inpaint(model, prior, x0, mask, sampler="repaint", steps=args.T,
+                       jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, seed=0)
 
     theirs = diffusers_unet(layout, args.size, out_channels=3).eval()
     scheduler = RePaintScheduler(num_train_timesteps=1000, beta_schedule="linear")

@@ -56,7 +56,7 @@ def child(batch: int, precision: str, steps: int) -> dict:
     x0, mask = half_known(batch, 64)
     before = _status_kib("VmRSS")
     start = time.perf_counter()
-    inpaint(model, prior, x0, mask, steps=steps, jump_length=1, jump_n_sample=1,
+    inpaint(model, prior, x0, mask, sampler="repaint", steps=steps, jump_length=1, jump_n_sample=1,
             autocast_dtype=PRECISIONS[precision])
     return {"batch": batch, "precision": precision, "before_kib": before,
             "peak_kib": _status_kib("VmHWM"), "seconds": time.perf_counter() - start,

@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def sample(net, images, masks, autocast=None, first_item: int = 0) -> torch.Tensor:
         items = range(first_item, first_item + len(images))
-        return inpaint(net, prior, images, masks, steps=args.T, jump_length=args.jump_length,
-                       jump_n_sample=args.jump_n_sample, autocast_dtype=autocast,
+        return inpaint(net, prior, images, masks, sampler="repaint", steps=args.T,
+                       jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+                       autocast_dtype=autocast,
                        generators=item_generators(0, items, [0] * len(items)))
 
     nhwc = priorpaint_unet(SMALL.with_width(args.width)).eval()  # same weights, stored NHWC

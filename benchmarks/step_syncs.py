@@ -37,7 +37,7 @@ PARTS = ["t and noise draw", "forward + loss", "backward", "clip + finite check"
 def build(args) -> DiffusionPriorModule:
     from omegaconf import OmegaConf
 
-    cfg = compose_config([f"model={args.model}", f"data.image_size={args.size}",
+    cfg = compose_config(["experiment=none", f"model={args.model}", f"data.image_size={args.size}",
                           "diffusion=cosine1000", "module.grad_clip=1.0"])
     kwargs = OmegaConf.to_container(cfg.module, resolve=True)
     kwargs.pop("_target_")

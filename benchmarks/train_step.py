@@ -56,7 +56,7 @@ def train_yaml_module() -> dict:
     """configs/train.yaml's ``module:`` block (optimizer, lr schedule, EMA, ...), resolved."""
     from omegaconf import OmegaConf
 
-    cfg = compose_config(["diffusion=linear1000"])
+    cfg = compose_config(["experiment=none", "diffusion=linear1000"])
     kwargs = OmegaConf.to_container(cfg.module, resolve=True)
     kwargs.pop("_target_")
     return kwargs

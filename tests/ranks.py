@@ -36,7 +36,7 @@ WORKER = textwrap.dedent("""
 
 # Two optimizer steps of a tiny prior on 8x8 digits with everything that could go wrong across
 # ranks switched on: two EMA rates, the loss-second-moment sampler, gradient clipping.
-COMMON = ["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
+COMMON = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
           "trainer.precision=32-true", "num_threads=1",
           "diffusion.steps=8", "model.dropout=0", "module.timestep_sampler=loss-second-moment",
           "module.ema.rates='0.9,0.5'", "module.optimizer.lr=1e-3", "trainer.max_steps=2",

@@ -269,7 +269,7 @@ def test_cancel_stops_sampling_and_leaves_nothing(page, tmp_path):
             cancel.set()
 
     with pytest.raises(engine.RunCancelled, match="after 6 of 20"):
-        engine.run_inpainting(page.loaded, request, page.cfg, tmp_path / "runs",
+        engine.run_inpainting(page.loaded, request, page.options, tmp_path / "runs",
                               on_progress=on_progress, cancel=cancel)
     assert seen == [1, 2, 3, 4, 5]
     assert not any((tmp_path / "runs").iterdir())
@@ -297,7 +297,7 @@ def test_preview_is_the_predicted_x0(page, tmp_path):
     previews = []
     result = engine.run_inpainting(
         page.loaded, engine.RunRequest(image=source, mask=mask, sampler="ddpm", seed=1),
-        page.cfg, tmp_path / "runs", preview_every=8,
+        page.options, tmp_path / "runs", preview_every=8,
         on_preview=lambda tiles, done: previews.append((done, tiles)))
     assert [done for done, _ in previews] == [1, 9, 17, 20]
     assert all(len(tiles) == 1 and tiles[0].shape == (8, 8, 1) for _, tiles in previews)
@@ -661,7 +661,7 @@ def test_page_follows_the_chosen_prior(tmp_path, one_thread):
     mask = torch.ones(1, 16, 16)
     mask[:, 4:8, 4:8] = 0
     result = engine.run_inpainting(page.prior("grey8.ckpt"), engine.RunRequest(
-        image=image, mask=mask, sampler="ddpm"), page.cfg, tmp_path / "runs")
+        image=image, mask=mask, sampler="ddpm"), page.options, tmp_path / "runs")
     assert np.array_equal(np.asarray(Image.open(result.input_file)), grey)
 
 

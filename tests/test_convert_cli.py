@@ -165,7 +165,7 @@ def test_converted_checkpoint_fine_tunes_through_train_py(guided, guided_pt, tmp
     ckpt = tmp_path / "tiny.ckpt"
     assert main(["guided-diffusion", str(guided_pt), str(ckpt), *_flags(guided),
                  "diffusion_steps=100", "noise_schedule=cosine"]) == 0
-    base = ["data=digits", "data.image_size=32", "data.channels=3", "data.batch_size=2",
+    base = ["experiment=none", "data=digits", "data.image_size=32", "data.channels=3", "data.batch_size=2",
             "trainer.max_steps=1", "trainer.precision=32-true", "num_threads=1",
             "logger=none", "~callbacks.sample_grid",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

@@ -15,7 +15,8 @@ from priorpaint.data import ImageFolder, PriorDataModule, StepBatchSampler, find
 from priorpaint.imageio import list_images
 from priorpaint.lightning.launch import compose_config, run_training
 
-TINY_RUN = ["model=tiny", "diffusion=cosine1000", "diffusion.steps=20", "data.batch_size=4",
+TINY_RUN = ["experiment=none", "model=tiny", "diffusion=cosine1000", "diffusion.steps=20",
+            "data.batch_size=4",
             "trainer.precision=32-true", "num_threads=1",
             "trainer.fast_dev_run=true",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

@@ -417,7 +417,7 @@ def test_train_py_init_from_fine_tunes_a_converted_diffusers_prior(folder, tmp_p
 
     ckpt = tmp_path / "tiny.ckpt"
     assert convert_main(["diffusers", str(folder), str(ckpt)]) == 0
-    base = ["data=digits", "data.image_size=16", "data.channels=3", "data.batch_size=2",
+    base = ["experiment=none", "data=digits", "data.image_size=16", "data.channels=3", "data.batch_size=2",
             "trainer.max_steps=2", "trainer.precision=32-true", "num_threads=1",
             "logger=none", "~callbacks.sample_grid", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false", "module.optimizer.lr=1e-3",

@@ -120,7 +120,8 @@ def test_only_user_errors_lose_their_traceback(monkeypatch, capsys):
 def test_resuming_with_another_network_names_the_differences(tmp_path, one_thread):
     from priorpaint.lightning.launch import compose_config, run_training
 
-    base = ["model=tiny", "data.image_size=8", "trainer.max_steps=1", "trainer.precision=32-true",
+    base = ["experiment=none", "model=tiny", "data.image_size=8", "trainer.max_steps=1",
+            "trainer.precision=32-true",
             "~callbacks.sample_grid", *QUIET, "trainer.enable_model_summary=false"]
     first = run_training(compose_config([*base, f"run_dir={tmp_path / 'a'}"]))
     ckpt = first.last_checkpoint

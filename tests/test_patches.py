@@ -96,7 +96,7 @@ def test_datamodule_batches_and_default_folder_unchanged(tmp_path):
     some = build_dataset("folder", 16, 3, path=tmp_path, resize="none", patches_per_image=3,
                          indices="1:3")
     assert len(some.photos) == 2 and len(some) == 6 and some.files == patches.dataset.files[1:3]
-    cfg = compose_config(["data=folder", "data.path=x"])
+    cfg = compose_config(["experiment=none", "data=folder", "data.path=x"])
     assert cfg.data.resize == "cover" and cfg.data.patches_per_image == 1
     assert cfg.data.scale_range is None
 

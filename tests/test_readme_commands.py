@@ -3,17 +3,22 @@
 The ``train.py`` and ``sample.py`` commands are read out of README.md and every page of
 docs/ (```bash blocks, continuation lines joined, shell variables set in the same block
 expanded), split as the shell splits them, and composed with Hydra's compose API through
-``compose_config`` (which applies train.py's quickstart rule; sample.py's options are then
-parsed as sample.py parses them), so this test breaks when a page and the configs drift apart.
+``compose_config`` (what train.py composes: no rewriting of the command line; sample.py's
+options are then parsed as sample.py parses them), so this test breaks when a page and the
+configs drift apart.
 """
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
-from priorpaint.cli import with_default_experiment
 from priorpaint.lightning.launch import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,18 +89,19 @@ def all_commands(program: str) -> list[tuple[str, list[str]]]:
     return [(page, list(args)) for args, page in found.items()]
 
 
-COMMANDS = readme_train_commands()
-QUICKSTART = [c for c in COMMANDS if with_default_experiment(c)[0] == "experiment=quickstart"]
-TRAIN = all_commands("train.py")
-SAMPLE = all_commands("sample.py")
-
-
 def _choice(args: list[str], group: str) -> str | None:
     return next((a.split("=", 1)[1] for a in args if a.startswith(group + "=")), None)
 
 
 def _is_quickstart(args: list[str]) -> bool:
-    return with_default_experiment(args)[0] == "experiment=quickstart"
+    return _choice(args, "experiment") in (None, "quickstart")
+
+
+COMMANDS = readme_train_commands()
+# train.yaml's default preset: a command that names no experiment= is the quickstart
+QUICKSTART = [c for c in COMMANDS if _is_quickstart(c)]
+TRAIN = all_commands("train.py")
+SAMPLE = all_commands("sample.py")
 
 
 def _expect(cfg, given: set[str], expected: dict) -> None:
@@ -129,16 +135,14 @@ def test_train_command_gets_its_groups_defaults_not_the_quickstarts(page, args):
     cfg = compose_config(args)
     given = {a.split("=", 1)[0] for a in args}
     experiment = _choice(args, "experiment")
-    if experiment:   # a preset: its own values, whatever they are, not the quickstart's
-        from omegaconf import OmegaConf
-
+    if experiment != "none":   # a preset: its own values, whatever they are, not the quickstart's
         preset = OmegaConf.load(REPO / "configs" / "experiment" / f"{experiment}.yaml")
         _expect(cfg, given, {"trainer.max_steps": preset.trainer.max_steps,
                              "trainer.max_time": preset.trainer.max_time,
                              "module.optimizer.lr": preset.module.optimizer.lr,
                              "module.ema.rates": preset.module.ema.rates})
         return
-    # train.yaml's own defaults: a real run, no time cap
+    # experiment=none: train.yaml's own defaults, a real run, no time cap
     _expect(cfg, given, {"trainer.max_time": None, "trainer.max_steps": 500000,
                          "module.optimizer.lr": 1.0e-4, "module.ema.rates": "0.9999",
                          "module.ema.power": 0.6666667, "module.lr_schedule.warmup_steps": 0,
@@ -187,12 +191,49 @@ def test_sample_command_composes_and_its_options_parse(page, args):
         parse_mask_spec(mask)
 
 
-def test_only_a_command_line_without_group_choices_is_the_quickstart():
-    assert with_default_experiment([]) == ["experiment=quickstart"]
-    assert with_default_experiment(["--cfg", "job", "num_threads=1", "trainer.max_steps=5"]) \
-        == ["experiment=quickstart", "--cfg", "job", "num_threads=1", "trainer.max_steps=5"]
-    for args in (["model=tiny"], ["trainer=gpu"], ["+data=folder"], ["diffusion=linear4000"],
-                 ["experiment=mnist32"], ["~experiment"]):
-        assert with_default_experiment(args) == args
-    tweaked = compose_config(["trainer.max_steps=7", "num_threads=1"])
+def test_python_train_py_is_the_quickstart_by_hydras_own_defaults(tmp_path):
+    """No command-line rewriting: train.yaml's defaults list says what ``python train.py``
+    runs, and ``--cfg job`` prints it (the quickstart, every setting of it)."""
+    assert "argv" not in (REPO / "train.py").read_text()
+    assert "experiment: quickstart" in (REPO / "configs" / "train.yaml").read_text()
+    done = subprocess.run([sys.executable, "train.py", "--cfg", "job"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0, done.stderr
+    shown = yaml.safe_load(done.stdout)
+    assert shown["trainer"]["max_time"] == "00:00:10:00" and shown["trainer"]["max_steps"] == 3000
+    assert shown["module"]["optimizer"]["lr"] == 1.0e-3 and shown["model"]["channel_mult"] == [1, 2, 2]
+    assert shown["diffusion"]["schedule"] == "cosine"
+    assert OmegaConf.to_container(compose_config([])) == shown   # the same composition
+    tweaked = compose_config(["trainer.max_steps=7", "num_threads=1"])   # keys tweak it
     assert tweaked.trainer.max_steps == 7 and tweaked.module.optimizer.lr == 1.0e-3
+
+
+def _leaves(node, prefix=""):
+    """Dotted keys of every leaf of a plain config tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != "defaults":
+                yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1]
+
+
+@pytest.mark.parametrize("experiment", ["mnist32", "photos64"])
+def test_a_preset_replaces_the_quickstart_and_inherits_none_of_its_keys(experiment):
+    """``experiment=X`` takes the quickstart's place in the defaults list: every key the
+    quickstart sets has X's value where X sets it, else train.yaml's and X's groups' own
+    (what ``experiment=none`` with X's groups gives), never the quickstart's."""
+    folder = REPO / "configs" / "experiment"
+    quick = OmegaConf.to_container(OmegaConf.load(folder / "quickstart.yaml"))
+    preset = OmegaConf.load(folder / f"{experiment}.yaml")
+    groups = [line.split("override /", 1)[1].replace(": ", "=").strip()
+              for line in (folder / f"{experiment}.yaml").read_text().splitlines()
+              if "override /" in line]
+    cfg = compose_config([f"experiment={experiment}"])
+    plain = compose_config(["experiment=none", *groups])
+    for key in _leaves(quick):
+        own = OmegaConf.select(preset, key, default="<unset>")
+        expected = OmegaConf.select(plain, key) if own == "<unset>" else own
+        assert OmegaConf.select(cfg, key) == expected, key
+    assert compose_config(["experiment=none"]).trainer.max_time is None

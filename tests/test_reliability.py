@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
          "num_threads=1"]
 # a tiny, deterministic run that checkpoints after every step (exact resume: test_train.RESUME)
-TINY = ["model=tiny", "data.image_size=8", "diffusion=cosine1000", "diffusion.steps=8",
+TINY = ["experiment=none", "model=tiny", "data.image_size=8", "diffusion=cosine1000", "diffusion.steps=8",
         "data.batch_size=8", "trainer.precision=32-true", "~callbacks.sample_grid",
         "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.save_top_k=-1"]
 NO_SPACE = os.strerror(errno.ENOSPC)   # "No space left on device"

@@ -17,7 +17,9 @@ from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.checkpoint import file_sha256
 from priorpaint.masks import MASK_ALIASES, MASK_KINDS, MaskWarning, load_mask
-from priorpaint.sampling.run import run
+from priorpaint.sampling.loop import Progress
+from priorpaint.sampling.options import RunOptions
+from priorpaint.sampling.run import execute, network_calls, open_prior, prepare, run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["jump_length=5", "jump_n_sample=2", "progress=false"]  # 20 + 15 network calls
@@ -147,6 +149,42 @@ def test_modes_channels_ddim_bf16_and_n_samples(tmp_path, ckpt, grey_ckpt):
     with pytest.raises(ValueError, match=r"rgba.png is colour .* expects 1 channel"):
         run(config(f"ckpt={grey_ckpt}", f"images={folder / 'rgba.png'}", "mask=half",
                    f"out={tmp_path / 'x'}"))
+
+
+class _Counted(Progress):
+    def __init__(self, total):
+        super().__init__(total=total, disable=True)
+        self.closed = False
+
+    def close(self):
+        super().close()
+        self.closed = True
+
+
+def test_prepare_then_execute_is_what_run_does(tmp_path, grey_ckpt):
+    """The runner's halves, as the page and the ablation call them: ``prepare`` (options, an
+    open prior, a device) writes nothing and lists the outputs still missing; ``execute``
+    writes them on the caller's progress callback (counted to ``network_calls``, then
+    closed), byte-identical to ``run``; a second ``prepare`` lists only what is missing."""
+    (tmp_path / "in").mkdir()
+    folder = write_random_images(tmp_path / "in", (8, 8))
+    base = [f"ckpt={grey_ckpt}", f"images={folder}", "mask=half", "n_samples=2", "batch_size=1",
+            "sampler=ddpm", "steps=5"]
+    run(config(*base, f"out={tmp_path / 'cli'}"))
+    options = RunOptions.from_config(config(*base, f"out={tmp_path / 'halves'}"))
+    prior = open_prior(grey_ckpt, options.use_ema)
+    job = prepare(options, prior, "cpu")
+    assert not (tmp_path / "halves").exists()
+    assert job.todo == job.outputs and len(job.outputs) == 2 and job.resumed == 0
+    assert job.record == tmp_path / "halves" / "run.yaml"
+    progress = _Counted(network_calls(job))
+    assert execute(job, progress) == [o.path for o in job.outputs]
+    assert progress.calls == network_calls(job) == 2 * job.plan.calls and progress.closed
+    for name in ("a_s0.png", "a_s1.png", "a_grid.png"):
+        assert (tmp_path / "halves" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    job.outputs[1].path.unlink()
+    again = prepare(options, prior, "cpu")
+    assert again.todo == [job.outputs[1]] and again.resumed == 1
 
 
 def test_bad_input_is_a_clear_error_and_nothing_is_lost(tmp_path, ckpt, images):

@@ -33,7 +33,9 @@ from priorpaint.sampling import (
     inpaint,
     item_generators,
 )
+from priorpaint.sampling.api import run_sampler
 from priorpaint.sampling.run import run
+from priorpaint.sampling.samplers import SamplerOptions, resolve_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -431,6 +433,28 @@ def test_bad_sampler_options_fail_clearly():
         inpaint(Stub(), d, x0, masks, sampler="ddnm", step="ddim")
     with pytest.raises(ValueError, match="zeta=2"):
         inpaint(Stub(), d, x0, masks, sampler="diffpir", zeta=2)
+
+
+def test_inpaint_takes_one_sampler_options_on_one_path():
+    """``inpaint(model, diffusion, x0, mask, sampler="ddnm", options=None)``: keywords only
+    build the SamplerOptions (they never override one), DDNM is the default, and a resolved
+    setup (what ``plan`` holds) is sampled as resolved, nothing looked up again."""
+    d = diffusion_of(steps=12)
+    x0, masks = _mixed_batch()
+
+    def gens():
+        return item_generators(3, range(4), [0] * 4)
+
+    by_keywords = inpaint(Stub(), d, x0, masks, steps=6, eta=0.5, generators=gens())
+    given = SamplerOptions(steps=6, eta=0.5)
+    by_options = inpaint(Stub(), d, x0, masks, "ddnm", given, generators=gens())
+    assert torch.equal(by_keywords, by_options)
+    setup = resolve_sampler("ddnm", given, d)
+    assert setup.diffusion.num_timesteps == 6 and setup.options.jump_length == 1
+    assert torch.equal(run_sampler(Stub(), setup, x0, masks, generators=gens()), by_options)
+    assert resolve_sampler("ddnm", None, d).options.steps == 12   # 100 by default, capped
+    with pytest.raises(TypeError, match="options= or the knobs as keywords"):
+        inpaint(Stub(), d, x0, masks, options=given, eta=0.2)
 
 
 # ----------------------------------------------------------------- a trained prior helps

@@ -134,7 +134,7 @@ def test_repaint_with_r1_j1_is_plain_conditioned_ancestral_sampling(unet):
     x0 = torch.rand(2, 3, 8, 8) * 2 - 1
     mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
     assert jump_schedule(10, 1, 1) == ddpm_schedule(10)
-    got = inpaint(unet, d, x0, mask, jump_length=1, jump_n_sample=1,
+    got = inpaint(unet, d, x0, mask, sampler="repaint", jump_length=1, jump_n_sample=1,
                   generators=item_generators(7, [0, 1], [0, 0]))
     plain = inpaint(unet, d, x0, mask, sampler="ddpm",
                     generators=item_generators(7, [0, 1], [0, 0]))
@@ -164,7 +164,8 @@ def test_known_pixels_seeds_and_batch_split_invariance(network, unet):
 
     def run(indices, seed=11):
         gens = item_generators(seed, [images[i] for i in indices], [samples[i] for i in indices])
-        return inpaint(model, d, x0[indices], masks[indices], jump_length=2, jump_n_sample=2,
+        return inpaint(model, d, x0[indices], masks[indices], sampler="repaint", jump_length=2,
+                       jump_n_sample=2,
                        generators=gens)
 
     full = run([0, 1, 2, 3])
@@ -202,11 +203,11 @@ def test_bf16_autocast_and_progress(unet):
     d = diffusion_of().respace("5")
     x0, masks = _mixed_batch()
     bar = Progress(disable=True)
-    out = inpaint(unet, d, x0[:2], masks[:2], jump_length=2, jump_n_sample=2,
+    out = inpaint(unet, d, x0[:2], masks[:2], sampler="repaint", jump_length=2, jump_n_sample=2,
                   autocast_dtype=torch.bfloat16, progress=bar)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert bar.calls == count_network_calls(jump_schedule(5, 2, 2))
-    ref = inpaint(unet, d, x0[:2], masks[:2], jump_length=2, jump_n_sample=2)
+    ref = inpaint(unet, d, x0[:2], masks[:2], sampler="repaint", jump_length=2, jump_n_sample=2)
     assert (out - ref).abs().mean() < 0.2  # the same trajectory, in lower precision
 
 

@@ -9,7 +9,7 @@ from priorpaint.data import PriorDataModule
 from priorpaint.lightning.launch import compose_config, run_training
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
-TINY = ["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
+TINY = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
         "trainer.precision=32-true", "num_threads=1"]
 
 

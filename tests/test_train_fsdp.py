@@ -72,7 +72,8 @@ def test_fsdp_without_ema_is_refused_before_training(tmp_path):
 
     from priorpaint.lightning import DiffusionPriorModule
 
-    cfg = compose_config(["model=tiny", "data.image_size=8", "module.ema.rates=''"])
+    cfg = compose_config(["experiment=none", "model=tiny", "data.image_size=8",
+                          "module.ema.rates=''"])
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg.pop("_target_")
     module = DiffusionPriorModule(**module_cfg)

@@ -33,7 +33,7 @@ def test_two_nodes_train_with_one_checkpoint_and_equal_ema(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run_dir = tmp_path / "run"
-    overrides = ["model=tiny", "data=digits", "data.image_size=8", "data.batch_size=4",
+    overrides = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "data.batch_size=4",
                  "diffusion=cosine1000", "diffusion.steps=8", "trainer=ddp_sim",
                  "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_steps=3",
                  "trainer.precision=32-true", "num_threads=1", "module.ema.rates='0.9,0.5'",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ["model=tiny", "data.image_size=8", "diffusion=cosine1000", "trainer.max_steps=2",
+TINY_RUN = ["experiment=none", "model=tiny", "data.image_size=8", "diffusion=cosine1000",
+            "trainer.max_steps=2",
             "trainer.precision=32-true", "num_threads=1", "logger=tensorboard",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "callbacks.model_checkpoint.every_n_train_steps=2",

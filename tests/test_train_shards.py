@@ -37,7 +37,7 @@ def test_decode_errors_are_skipped_counted_and_logged(tmp_path):
     urls = str(tmp_path / "shard-{000000..000001}.tar")
     run_dir = tmp_path / "run"
     result = run_training(compose_config([
-        "data=shards", f"data.urls='{urls}'", "data.image_size=8", "data.channels=1",
+        "experiment=none", "data=shards", f"data.urls='{urls}'", "data.image_size=8", "data.channels=1",
         "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=0", "data.epoch_length=8",
         "model=tiny",
         "diffusion=cosine1000", "diffusion.steps=8", "trainer.max_steps=6",

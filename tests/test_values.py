@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "data_prep"))
 import make_shards  # noqa: E402
 
 FAST = ["jump_length=5", "jump_n_sample=2", "progress=false"]
-TRAIN = ["model=tiny", "data=folder", "data.image_size=8", "data.batch_size=4",
+TRAIN = ["experiment=none", "model=tiny", "data=folder", "data.image_size=8", "data.batch_size=4",
          "data.num_workers=0", "diffusion=cosine1000", "diffusion.steps=20",
          "trainer.precision=32-true", "num_threads=1", "trainer.max_steps=2",
          "callbacks.sample_grid.num_samples=2", "callbacks.sample_grid.num_inpaint=2",

@@ -1,4 +1,4 @@
-"""What the entry points share: how they answer bad input, and train.py's quickstart rule.
+"""What the entry points share: how they answer bad input.
 
 ``train.py``, ``sample.py``, ``evaluate.py``, ``app.py``, ``python -m priorpaint.convert`` and
 ``data_prep/make_masks.py``/``export_digits.py`` wrap their work in :func:`report_user_errors`:
@@ -15,8 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 
-__all__ = ["UserError", "USER_ERRORS", "report_user_errors", "one_line", "check_missing_keys",
-           "with_default_experiment", "RUN_GROUPS", "DEFAULT_EXPERIMENT"]
+__all__ = ["UserError", "USER_ERRORS", "report_user_errors", "one_line", "check_missing_keys"]
 
 
 class UserError(ValueError):
@@ -82,28 +81,3 @@ def check_missing_keys(cfg) -> None:
     if missing:
         raise UserError(f"{', '.join(missing)} must be given: add "
                         + " ".join(f"{key}=..." for key in missing) + " to the command line")
-
-
-# ------------------------------------------------------------------------- train.py's default
-# Groups whose choice on the command line makes a run the user's own rather than the quickstart.
-RUN_GROUPS = ("data", "model", "diffusion", "trainer", "experiment")
-DEFAULT_EXPERIMENT = "quickstart"
-
-
-def with_default_experiment(overrides: Iterable[str]) -> list[str]:
-    """``experiment=quickstart`` put first when the overrides choose none of ``RUN_GROUPS``.
-
-    Why not a defaults-list entry: Hydra merges a default experiment into every run, so the
-    demo's CPU settings (10-minute cap, lr, EMA rate, bf16) leaked into runs that named their
-    own data, model and trainer. Here only a command line that picks no group, such as
-    ``python train.py`` or ``python train.py run_dir=X num_threads=1``, is the quickstart; one
-    with ``data=``/``model=``/``diffusion=``/``trainer=``/``experiment=`` gets train.yaml's and
-    the chosen groups' defaults. Flags (``--cfg job``) and keys (``trainer.max_steps=9``) are
-    not choices. ``train.py`` applies this to ``sys.argv`` and ``compose_config`` to its
-    overrides, so both compose the same config.
-    """
-    overrides = list(overrides)
-    chosen = {item.split("=", 1)[0].lstrip("+~") for item in overrides if not item.startswith("-")}
-    if chosen & set(RUN_GROUPS):
-        return overrides
-    return [f"experiment={DEFAULT_EXPERIMENT}", *overrides]

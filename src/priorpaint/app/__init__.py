@@ -1,7 +1,7 @@
 """The inpainting web page (``python app.py``): paint a hole, pick a prior and a sampler, watch.
 
 Layout: ``prior`` (load a checkpoint, say what it is, time a network call), ``inputs``
-(uploads, painted and generated masks), ``engine`` (one run on sample.py's own functions,
+(uploads, painted and generated masks), ``engine`` (one run through sample.py's prepare and execute,
 with progress, x̂_0 previews and cancelling), ``ui`` (the Gradio page and its handlers). Only
 ``ui`` imports Gradio, so everything below it is testable and usable without a browser.
 """

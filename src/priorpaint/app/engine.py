@@ -1,12 +1,13 @@
 """One inpainting run of the page, on sample.py's own engine.
 
 A run is what ``python sample.py ckpt=C images=input/<stem>.png mask=mask.png out=<run dir>
-seed=S ...`` would do, and it calls the same functions (``RunOptions``, ``plan``,
-``batch_passes``, ``prepare_model``, ``inpaint_batch``, ``write_grids``, ``write_record``) with
-options of the same keys, so the outputs, the seed scheme ``item_generators(seed, image 0, sample k)``,
-the known-pixel paste and ``run.yaml`` are sample.py's, and that command reproduces a page run
-bit for bit. The page adds only a monitoring callback (:class:`Monitor`): progress, an x̂_0
-preview every few dozen network calls, and cancelling.
+seed=S ...`` would do: the page saves the input and the mask, makes its ``RunOptions`` (the
+app's sample.yaml keys, parsed once when the page starts, with the visitor's fields replaced)
+and calls the runner's two halves, ``run.prepare`` and ``run.execute``. So the outputs, the
+seed scheme ``item_generators(seed, image 0, sample k)``, the known-pixel paste and
+``run.yaml`` are sample.py's, and that command reproduces a page run bit for bit. The page
+adds only its UI concerns: a monitoring callback (:class:`Monitor`: progress, an x̂_0 preview
+every few dozen network calls, cancelling), the run folder and its zip.
 """
 
 from __future__ import annotations
@@ -15,27 +16,24 @@ import shutil
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from ..imageio import read_pixels
-from ..masks import load_mask
-from ..sampling.images import InputImage, from_model, load_input
+from ..sampling.images import InputImage, from_model
 from ..sampling.loop import LoopContext, Progress
-from ..sampling.options import Job, Output, Plan, RunOptions, output_path, plan
-from ..sampling.run import batch_passes, batches, inpaint_batch, prepare_model, write_grids
-from ..sampling.run_record import write_record
+from ..sampling.options import RunOptions, plan
+from ..sampling.run import execute, network_calls, prepare
 from .inputs import save_input, save_mask
 from .prior import LoadedPrior
 
 __all__ = ["RunRequest", "RunResult", "RunCancelled", "Monitor", "run_inpainting", "plan_calls",
-           "estimate_seconds", "sample_config", "sampler_overrides"]
+           "estimate_seconds", "page_options", "request_options"]
 
 # one sampling job at a time in this process, whatever the web server's queue does
 _ONE_RUN = threading.Lock()
@@ -78,41 +76,33 @@ class RunResult:
         return [self.archive, *self.sample_files, self.mask_file, self.record]
 
 
-def sample_config(defaults: Mapping, **overrides):
-    """A sample.py config (DictConfig) from the app's sample.yaml keys plus ``overrides``."""
-    base = OmegaConf.to_container(defaults, resolve=True) if OmegaConf.is_config(defaults) \
-        else dict(defaults)
-    for key in ("hydra", *APP_KEYS):
-        base.pop(key, None)
-    base.update(overrides)
-    return OmegaConf.create(base)
-
-
 # configs/app.yaml keys that are the page's own, not sample.py's (kept out of run.yaml)
 APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "preview_every",
             "max_samples", "time_batches", "history")
 
 
-def sampler_overrides(sampler: str, steps, jump_length=None, jump_n_sample=None,
-                      eta=None) -> dict:
-    """The page's sampler fields as sample.py keys; a blank (None) field keeps the config's
-    value (sample.yaml's default, or what ``python app.py key=value`` set)."""
-    given = {"sampler": str(sampler), "steps": steps, "jump_length": jump_length,
-             "jump_n_sample": jump_n_sample, "eta": eta}
-    return {k: v for k, v in given.items() if v is not None}
+def page_options(cfg) -> RunOptions:
+    """The app's config (configs/app.yaml: sample.yaml's keys and the page's own) as the
+    ``RunOptions`` every page run starts from; parsed once, when the page starts."""
+    return RunOptions.from_config(cfg)
 
 
-def _plan(cfg, prior) -> Plan:
-    """The run's plan (options, respaced diffusion, network calls), as ``sample.py`` makes it."""
-    return plan(RunOptions.from_config(cfg), prior, conditional=True)
+def request_options(base: RunOptions, sampler: str, steps, jump_length=None,
+                    jump_n_sample=None, eta=None) -> RunOptions:
+    """``base`` with the page's sampler fields; a blank (None) field keeps base's value
+    (sample.yaml's default, or what ``python app.py key=value`` set)."""
+    knobs = {key: value for key, value in (("jump_length", jump_length),
+                                            ("jump_n_sample", jump_n_sample), ("eta", eta))
+             if value is not None}
+    return replace(base, sampler=str(sampler), steps=base.steps if steps is None else steps,
+                   knobs=replace(base.knobs, **knobs))
 
 
-def plan_calls(loaded: LoadedPrior, defaults: Mapping, sampler: str, steps, jump_length=None,
+def plan_calls(loaded: LoadedPrior, base: RunOptions, sampler: str, steps, jump_length=None,
                jump_n_sample=None, eta=None) -> int:
     """Network calls per sample for these settings (a ValueError for impossible ones)."""
-    cfg = sample_config(defaults, **sampler_overrides(sampler, steps, jump_length,
-                                                      jump_n_sample, eta))
-    return _plan(cfg, loaded.prior).calls
+    options = request_options(base, sampler, steps, jump_length, jump_n_sample, eta)
+    return plan(options, loaded.prior, conditional=True).calls
 
 
 def estimate_seconds(loaded: LoadedPrior, calls: int, n_samples: int, batch_size: int) -> float:
@@ -206,63 +196,45 @@ def _new_run_dir(runs: Path, stem: str) -> Path:
     raise FileExistsError(f"cannot make a new run folder under {runs}")
 
 
-def run_inpainting(loaded: LoadedPrior, request: RunRequest, defaults: Mapping, runs,
+def run_inpainting(loaded: LoadedPrior, request: RunRequest, base: RunOptions, runs,
                    *, on_progress=None, on_preview=None, cancel: threading.Event | None = None,
                    preview_every: int = 25) -> RunResult:
-    """Inpaint ``request`` into a new folder under ``runs`` (removed again if cancelled)."""
+    """Inpaint ``request`` into a new folder under ``runs`` (removed again if cancelled);
+    ``base``: the page's options (:func:`page_options`)."""
     with _ONE_RUN:
         run_dir = _new_run_dir(Path(str(runs)), request.image.stem)
         try:
-            return _run(loaded, request, defaults, run_dir, on_progress, on_preview, cancel,
+            return _run(loaded, request, base, run_dir, on_progress, on_preview, cancel,
                         preview_every)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
 
-def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, cancel,
+def _run(loaded, request, base: RunOptions, run_dir: Path, on_progress, on_preview, cancel,
          preview_every) -> RunResult:
     started = time.perf_counter()
-    prior, device = loaded.prior, loaded.device
     input_file = save_input(request.image, run_dir / "input")
     mask_file = save_mask(request.mask, run_dir / "mask.png")
-    cfg = sample_config(defaults, ckpt=str(loaded.path), images=str(input_file),
-                        mask=str(mask_file), out=str(run_dir), overwrite=False,
-                        n_samples=int(request.n_samples), seed=int(request.seed),
-                        use_ema=loaded.use_ema, device=str(device), progress=False,
-                        **sampler_overrides(request.sampler, request.steps, request.jump_length,
-                                            request.jump_n_sample, request.eta))
-    the_plan = _plan(cfg, prior)
-    options, calls = the_plan.options, the_plan.calls
-
-    # read back exactly as sample.py reads the files it is given
-    inputs = [load_input(input_file, prior.channels)]
-    masks = [load_mask(mask_file, inputs[0].size)]
-    outputs = [Output(output_path(run_dir, inputs[0].stem, k), 0, k)
-               for k in range(options.n_samples)]
-    job = Job(the_plan, prior, device, inputs, masks, outputs)
-    model = prepare_model(prior, options, device)
-    record = run_dir / "run.yaml"
-    write_record(record, job, loaded.sha256, complete=False)
-    parts = list(batches(outputs, options.batch_size))
-    passes = sum(batch_passes(job, batch) for batch in parts)   # fit=crop: a run per window
-    monitor = Monitor(prior.model, calls * passes, image_size=inputs[0].size,
-                      out_channels=inputs[0].pixels.shape[-1], on_progress=on_progress,
-                      on_preview=on_preview, cancel=cancel, preview_every=preview_every)
-    try:
-        for batch in parts:
-            inpaint_batch(job, model, batch, monitor)
-    finally:
-        monitor.close()
-    write_grids(job, run_dir)
-    write_record(record, job, loaded.sha256, complete=True)
-    sample_files = [o.path for o in outputs]
+    options = replace(
+        request_options(base, request.sampler, request.steps, request.jump_length,
+                        request.jump_n_sample, request.eta),
+        ckpt=str(loaded.path), images=str(input_file), mask=str(mask_file), out=str(run_dir),
+        overwrite=False, n_samples=int(request.n_samples), seed=int(request.seed),
+        use_ema=loaded.use_ema, device=str(loaded.device), progress=False)
+    # sample.py's own preparation: it reads the saved files back as sample.py reads them
+    job = prepare(options, loaded.prior, loaded.device, ckpt_sha256=loaded.sha256)
+    image = job.inputs[0]
+    channels = image.pixels.shape[-1]
+    monitor = Monitor(loaded.prior.model, network_calls(job), image_size=image.size,
+                      out_channels=channels, on_progress=on_progress, on_preview=on_preview,
+                      cancel=cancel, preview_every=preview_every)
+    sample_files = execute(job, monitor)
     archive = run_dir.parent / f"{run_dir.name}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         for file in sorted(run_dir.rglob("*")):
             if file.is_file():
                 z.write(file, Path(run_dir.name) / file.relative_to(run_dir))
-    channels = inputs[0].pixels.shape[-1]
     return RunResult(run_dir, [read_pixels(p, channels) for p in sample_files], sample_files,
-                     mask_file, input_file, record, run_dir / f"{inputs[0].stem}_grid.png",
-                     archive, calls, time.perf_counter() - started)
+                     mask_file, input_file, job.record, run_dir / f"{image.stem}_grid.png",
+                     archive, job.plan.calls, time.perf_counter() - started)

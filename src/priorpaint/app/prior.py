@@ -1,7 +1,8 @@
 """The prior the page works with: which checkpoints there are, what one is, how fast it runs.
 
 Loading goes through ``sample.py``'s own ``open_prior`` so the page accepts exactly the
-checkpoints the command line accepts, with the same messages. The time of one network call
+checkpoints the command line accepts, with the same messages, and the network is placed as
+every run places it (``prepare_model``). The time of one network call
 is measured right after loading, on this machine and device, so the page's estimate of a
 run's duration is calls x measured time rather than a guess.
 """
@@ -17,7 +18,7 @@ import torch
 from ..checkpoint import file_sha256
 from ..devices import resolve_device
 from ..sampling.labels import WithLabels
-from ..sampling.run import open_prior
+from ..sampling.run import open_prior, prepare_model
 
 __all__ = ["LoadedPrior", "load", "describe", "list_checkpoints", "time_network_call"]
 
@@ -57,21 +58,19 @@ def load(path, device: str = "auto", use_ema: bool = True, time_batches=(1, 2)) 
     """Open checkpoint ``path`` on ``device`` and time one network call per batch size."""
     prior = open_prior(Path(str(path)), use_ema)
     resolved = resolve_device(str(device))
-    prior.model.to(resolved)
-    if resolved.type == "cpu":   # what sample.py runs on the CPU (same outputs, a bit faster)
-        prior.model.to(memory_format=torch.channels_last)
     loaded = LoadedPrior(Path(str(path)), prior, resolved, file_sha256(Path(str(path))), use_ema)
+    network = prepare_model(prior, resolved)   # as every run calls it (sample.py's own)
     for batch in time_batches:
-        loaded.call_seconds[batch] = time_network_call(loaded, batch)
+        loaded.call_seconds[batch] = time_network_call(loaded, batch, network)
     return loaded
 
 
-def time_network_call(loaded: LoadedPrior, batch: int) -> float:
-    """Seconds of one network call on a batch of ``batch`` noise images (after a warm-up)."""
+def time_network_call(loaded: LoadedPrior, batch: int, network=None) -> float:
+    """Seconds of one network call on a batch of ``batch`` noise images (after a warm-up);
+    ``network``: the prior's network as a run calls it (default: ``prepare_model``'s)."""
     prior = loaded.prior
-    model = prior.model
-    if getattr(model, "num_classes", None):
-        model = WithLabels(model)
+    model = prepare_model(prior, loaded.device) if network is None else network
+    if isinstance(model, WithLabels):
         model.y = torch.zeros(batch, dtype=torch.long, device=loaded.device)
     x = torch.randn(batch, prior.channels, *prior.image_size, device=loaded.device)
     t = prior.diffusion.model_timesteps(torch.full((batch,), prior.diffusion.num_timesteps - 1))

@@ -44,7 +44,14 @@ from ..imageio import list_images  # noqa: E402
 from ..sampling.api import SAMPLERS  # noqa: E402
 from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
 from ..sampling.samplers import resolve_options  # noqa: E402
-from .engine import RunCancelled, RunRequest, estimate_seconds, plan_calls, run_inpainting  # noqa: E402
+from .engine import (  # noqa: E402
+    RunCancelled,
+    RunRequest,
+    estimate_seconds,
+    page_options,
+    plan_calls,
+    run_inpainting,
+)
 from .inputs import (  # noqa: E402
     MASK_FILE,
     PAINTED,
@@ -280,6 +287,7 @@ class Page:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.options = page_options(cfg)   # every run's sample.py options, parsed once
         source = Path(str(cfg.ckpt))
         found = list_checkpoints(source)
         # shown and chosen by name (relative to the folder): no server path reaches the page
@@ -336,8 +344,8 @@ class Page:
         with self._loading:
             if choice not in self._priors:
                 self._priors[choice] = load(
-                    self._paths[choice], device=str(self.cfg.device),
-                    use_ema=bool(self.cfg.use_ema),
+                    self._paths[choice], device=self.options.device,
+                    use_ema=self.options.use_ema,
                     time_batches=tuple(self.cfg.get("time_batches") or (1, 2)))
         return self._priors[choice]
 
@@ -431,7 +439,7 @@ class Page:
         prior = loaded.prior
         image, converted = for_prior(source, prior.channels)
         notes = [converted, size_note(image, prior.image_size, prior.channels,
-                                      str(self.cfg.get("fit")))]
+                                      self.options.fit)]
         text = "; ".join(n for n in notes if n)
         return image, (f"⚠ {text}" if text else "")
 
@@ -503,11 +511,11 @@ class Page:
         """Network calls per sample and the run's time estimated from the measured call."""
         loaded = self.prior(chosen)
         try:
-            calls = plan_calls(loaded, self.cfg, sampler, parse_steps(steps),
+            calls = plan_calls(loaded, self.options, sampler, parse_steps(steps),
                                _blank_or(int, jump_length), _blank_or(int, jump_n_sample))
         except USER_ERRORS as e:
             return f"⚠ {e}"
-        n, batch = int(n_samples), int(self.cfg.batch_size)
+        n, batch = int(n_samples), self.options.batch_size
         seconds = estimate_seconds(loaded, calls, n, batch)
         per_call = loaded.call_seconds.get(1, float("nan"))
         return (f"**{calls:,} network calls** per sample · {n} sample(s) in "
@@ -555,7 +563,7 @@ class Page:
                          jump_n_sample=_blank_or(int, jump_n_sample), eta=_blank_or(float, eta),
                          n_samples=int(n_samples), seed=int(seed or 0))
         try:
-            plan_calls(loaded, self.cfg, job.sampler, job.steps, job.jump_length,
+            plan_calls(loaded, self.options, job.sampler, job.steps, job.jump_length,
                        job.jump_n_sample, job.eta)
         except USER_ERRORS as e:
             raise self._error(e) from e
@@ -566,7 +574,7 @@ class Page:
         def work():
             try:
                 result = run_inpainting(
-                    loaded, job, self.cfg, self.runs, cancel=cancel,
+                    loaded, job, self.options, self.runs, cancel=cancel,
                     preview_every=int(self.cfg.get("preview_every") or 25),
                     on_progress=lambda done, total: events.put(("progress", done, total)),
                     on_preview=lambda tiles, done: events.put(("preview", tiles, done)))

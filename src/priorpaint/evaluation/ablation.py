@@ -8,10 +8,11 @@ At a fixed budget of network calls per sample:
 - "resampling": fewer steps with r > 1 resamplings of jump length j, T fitted to the budget;
 - "jump-length": fixed T and r, several jump lengths j (their costs are close, not equal).
 Every setting's cost is ``count_network_calls(jump_schedule(T, j, r))``, the same count the
-sampler reports. Each setting is sampled by ``sampling.run.run`` into its own folder (so it
-can be resumed or re-evaluated alone) and evaluated by :func:`evaluate_run`: the settings
-are one ``RunOptions`` (parsed once from the ``sample:`` block and the sampler keys) with T, r
-and j replaced.
+sampler reports. Each setting is sampled by sample.py's two halves (``sampling.run.prepare``
+and ``execute``, on the prior opened once) into its own folder (so it can be resumed or
+re-evaluated alone) and evaluated by :func:`evaluate_run`: the settings are one
+``RunOptions`` (parsed once from the ``sample:`` block and the sampler keys) with T, r and j
+replaced.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..checkpoint import load_prior
+from ..checkpoint import file_sha256
+from ..devices import resolve_device
 from ..metrics import write_metrics
 from ..sampling.options import RunOptions
-from ..sampling.run import run as sample_run
+from ..sampling.run import execute, open_prior, prepare
 from ..sampling.samplers import SAMPLERS
 from ..sampling.time_schedules import count_network_calls, jump_schedule
 from .run_folder import evaluate_run, read_run
@@ -183,14 +185,25 @@ def setting_options(base: RunOptions, setting: Setting, out: Path) -> RunOptions
     return replace(base, out=str(out), steps=setting.steps, knobs=knobs)
 
 
+@dataclass(frozen=True)
+class _Prior:
+    """The ablated prior, opened once for every setting: where it runs and its digest."""
+
+    prior: object
+    device: object
+    sha256: str
+
+
 def _run_setting(cfg, setting: Setting, out: Path, suite: MetricSuite,
-                 base: RunOptions) -> dict:
+                 base: RunOptions, opened: _Prior) -> dict:
     """Sample one setting into ``out`` (resuming what is there), evaluate it, write metrics."""
     start = time.perf_counter()
     try:
-        sample_run(setting_options(base, setting, out))
+        job = prepare(setting_options(base, setting, out), opened.prior, opened.device,
+                      ckpt_sha256=opened.sha256)
     except FileExistsError as err:   # its advice names sample.py's key; here it is nested
         raise FileExistsError(f"{err} (in an ablation: sample.overwrite=true)") from err
+    execute(job)
     elapsed = time.perf_counter() - start
     record = read_run(out)
     recorded = int(record["resolved"]["network_calls_per_sample"])
@@ -227,7 +240,9 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
     options = _sample_options(cfg)
     base = _base_options(cfg, options)   # a wrong sampler or sample option fails before any work
     suite = suite or MetricSuite.from_config(cfg)
-    max_steps = load_prior(ckpt).diffusion.num_timesteps
+    opened = _Prior(open_prior(ckpt, base.use_ema), resolve_device(base.device),
+                    file_sha256(Path(str(ckpt))))
+    max_steps = opened.prior.diffusion.num_timesteps
     resampling, sweep = cfg.resampling, cfg.jump_sweep
     settings = ablation_settings(int(cfg.budget), max_steps, _as_list(resampling.jump_n_sample),
                                  int(resampling.jump_length), int(sweep.jump_n_sample),
@@ -238,7 +253,7 @@ def run_ablation(cfg, suite: MetricSuite | None = None) -> list[dict]:
             log.info("ablation: %s (%s, %d calls per sample)", setting.name, setting.group,
                      setting.calls)
             results[setting.name] = _run_setting(cfg, setting, root / setting.name, suite,
-                                                 base)
+                                                 base, opened)
         rows.append({"setting": setting.group, "T": setting.steps, "r": setting.jump_n_sample,
                      "j": setting.jump_length, "calls": setting.calls,
                      **results[setting.name]})

@@ -26,18 +26,14 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train",
                    config_dir: str | Path | None = None) -> DictConfig:
-    """The config ``train.py`` would run with these command-line overrides (tests, notebooks),
-    its quickstart rule (:func:`priorpaint.cli.with_default_experiment`) included."""
+    """The config ``train.py`` would run with these command-line overrides (tests, notebooks):
+    Hydra's own composition, train.yaml's default preset (``experiment: quickstart``) included."""
     from hydra import compose, initialize_config_dir
-
-    from ..cli import with_default_experiment
 
     folder = Path(config_dir or CONFIG_DIR).resolve()
     if not (folder / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(f"no {config_name}.yaml in {folder}; pass config_dir=")
     with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-        if config_name == "train":
-            overrides = with_default_experiment(overrides)
         return compose(config_name, overrides=list(overrides))
 
 

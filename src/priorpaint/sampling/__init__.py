@@ -6,8 +6,9 @@ once per denoising step and letting callbacks (``RePaint``, ``DDNMProjection``,
 ``DiffPIRProximal``, ``Progress``) act around each step or correct its x̂_0. The samplers
 (``SAMPLERS``: repaint, ddpm, ddim, ddnm, diffpir) are entries of one registry.
 Randomness is per item (``item_generators``) so results do not depend on batching.
-A sample.py run's options are one typed ``RunOptions`` (options.py), shared by sample.py, the
-web page, the ablation and Python callers (``priorpaint.sampling.run.run(options)``).
+A sample.py run's options are one typed ``RunOptions`` (options.py), resolved once by ``plan``;
+sample.py, the web page, the ablation and Python callers run them through the same two halves,
+``run.prepare`` (options + an open prior -> a job) and ``run.execute`` (job -> files).
 """
 
 from .api import SAMPLERS, build_schedule, generate, inpaint

@@ -23,9 +23,9 @@ from .samplers import (
     DEFAULT_STEPS,
     SAMPLERS,
     SamplerOptions,
+    SamplerSetup,
     resolve_options,
-    respaced,
-    sampler_schedule,
+    resolve_sampler,
     unconditional_sampler,
 )
 from .time_schedules import count_network_calls
@@ -81,6 +81,10 @@ class RunOptions:
         if self.clip_denoised not in (True, False, "auto"):
             raise ValueError(f"clip_denoised={self.clip_denoised} must be true, false or auto")
         resolve_fit(self.fit, (1, 1), (1, 1))   # validates the name
+        if (self.images is None) != (self.mask is None):
+            missing = "mask=" if self.mask is None else "images="
+            raise ValueError(f"{missing} is missing: give images= and mask= together to "
+                             f"inpaint, or neither to draw unconditional samples")
         _ = self.sampler_options                # validates the knobs
 
     @classmethod
@@ -161,11 +165,20 @@ class Plan(NamedTuple):
     """What a run's options come to on a given prior."""
 
     options: RunOptions
-    sampler_options: SamplerOptions   # every knob resolved, ``steps`` included
-    diffusion: Any                    # the prior's diffusion, respaced
+    setup: SamplerSetup               # the sampler resolved: knobs, respaced diffusion, schedule
     calls: int                        # network calls per sample
     clip_denoised: bool               # ``auto`` decided by the prior
     conditional: bool = True
+
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """Every knob resolved, ``steps`` included."""
+        return self.setup.options
+
+    @property
+    def diffusion(self):
+        """The prior's diffusion, respaced."""
+        return self.setup.diffusion
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,8 @@ class Output:
 
 @dataclass
 class Job:
-    """A planned run: everything the batches, the grids and ``run.yaml`` are made from."""
+    """A prepared run (``run.prepare``): everything the batches, the grids and ``run.yaml``
+    are made from, so that executing it opens no checkpoint and parses no option."""
 
     plan: Plan
     prior: Any                       # priorpaint.checkpoint.Prior
@@ -187,10 +201,18 @@ class Job:
     inputs: list                     # InputImage per image (empty: unconditional samples)
     masks: list                      # (1, H, W) mask per image, at its size
     outputs: list[Output]            # every output of the run, in order
+    todo: list[Output]               # the outputs still missing (all with overwrite=true)
+    record: Path                     # its run.yaml
+    ckpt_sha256: str                 # the checkpoint's digest, recorded in run.yaml
 
     @property
     def options(self) -> RunOptions:
         return self.plan.options
+
+    @property
+    def resumed(self) -> int:
+        """Outputs already in the folder from an earlier run of the same options."""
+        return len(self.outputs) - len(self.todo)
 
 
 def output_path(out: Path, stem: str, sample_index: int, suffix: str = ".png") -> Path:
@@ -219,20 +241,16 @@ def plan(options: RunOptions | Mapping, prior, conditional: bool | None = None) 
     if not isinstance(options, RunOptions):
         options = RunOptions.from_config(options)
     conditional = options.conditional if conditional is None else conditional
-    num_timesteps = prior.diffusion.num_timesteps
-    resolved = options.sampler_options
-    if options.steps == "auto":
-        default = resolved.steps if conditional else None
-        resolved = replace(resolved, steps=min(DEFAULT_STEPS if default is None else int(default),
-                                               num_timesteps))
+    given = replace(options.knobs, steps=None if options.steps == "auto" else options.steps)
+    if not conditional and given.steps is None:   # an inpainting default is no sampling one
+        given = replace(given, steps=min(DEFAULT_STEPS, prior.diffusion.num_timesteps))
+    setup = resolve_sampler(options.sampler, given, prior.diffusion, default_steps=DEFAULT_STEPS)
     clip = clip_denoised(options.clip_denoised, prior)
-    diffusion = respaced(prior.diffusion, resolved)
     if conditional:
-        calls = count_network_calls(sampler_schedule(options.sampler, resolved,
-                                                     diffusion.num_timesteps))
+        calls = count_network_calls(setup.schedule)
     else:
-        calls = diffusion.num_timesteps   # unconditional: straight down, one call per step
-    return Plan(options, resolved, diffusion, calls, clip, conditional)
+        calls = setup.diffusion.num_timesteps   # unconditional: straight down, one call per step
+    return Plan(options, setup, calls, clip, conditional)
 
 
 def describe_plan(p: Plan) -> str:

@@ -5,9 +5,11 @@ is checked before the first file is written, so a failed run never leaves a half
 overwritten output folder behind. Each output's randomness depends only on (seed, image
 index, sample index): batch size and device batching never change what an output is.
 
-The options are parsed once (``options.RunOptions``) and planned once (``options.plan``);
-the pieces below (``open_prior``, ``prepare_model``, ``inpaint_batch``, ``write_grids``, and
-``run_record.write_record``) are what the web page runs too.
+The options are parsed once (``options.RunOptions``) and planned once (``options.plan``). A run
+is two halves that neither parse a config nor own a UI: :func:`prepare` (options, an open
+prior, a device -> a :class:`~.options.Job`: the plan, the outputs still missing, the record)
+and :func:`execute` (a job and a progress callback -> the files). ``sample.py`` (through
+:func:`run`), the web page and the evaluation's ablation all call these two.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..checkpoint import file_sha256, value_rule_of
 from ..devices import resolve_device
 from ..imageio import output_suffix, preview_uint8, read_array, read_pixels, save_png, write_array
 from ..masks import load_masks_for
-from .api import generate, inpaint
+from .api import generate, run_sampler
 from .distributed import local_device, ranks_from_env, shard
 from .fit import check_fit, count_calls, inpaint_items, resolve_fit
 from .images import (
@@ -52,8 +54,9 @@ from .options import (
 from .run_record import check_resumable, write_record
 from .samplers import DEFAULT_STEPS
 
-__all__ = ["run", "output_path", "DEFAULT_STEPS", "open_prior", "prepare_model", "batches",
-           "batch_passes", "inpaint_batch", "generate_batch", "write_grids"]
+__all__ = ["run", "prepare", "execute", "network_calls", "output_path", "DEFAULT_STEPS",
+           "open_prior", "prepare_model", "batches", "batch_passes", "inpaint_batch",
+           "generate_batch", "write_grids"]
 
 log = logging.getLogger("priorpaint.sample")
 
@@ -81,22 +84,23 @@ def open_prior(path, use_ema: bool):
     return prior
 
 
-def prepare_model(prior, options: RunOptions, device) -> torch.nn.Module:
-    """The network as the sampler calls it: on ``device``, labelled if class-conditional."""
+def prepare_model(prior, device, class_label: int | None = None) -> torch.nn.Module:
+    """The network as the sampler calls it: on ``device``, labelled if class-conditional
+    (``class_label`` on an unconditional prior is a user error)."""
     model = prior.model.to(device)
     if torch.device(device).type == "cpu":   # CPU convs run ~6% faster channels-last, same outputs
         model = model.to(memory_format=torch.channels_last)
     if getattr(prior.model, "num_classes", None):
         return WithLabels(model)
-    if options.class_label is not None:
-        raise ValueError(f"class_label={options.class_label} given, but checkpoint "
-                         f"{options.ckpt} is unconditional (no num_classes)")
+    if class_label is not None:
+        raise ValueError(f"class_label={class_label} given, but the checkpoint is "
+                         f"unconditional (no num_classes)")
     return model
 
 
 def run(cfg: Mapping | RunOptions) -> list[Path]:
     """Run sampling as configured by ``configs/sample.yaml`` (a DictConfig, a plain mapping
-    or a ``RunOptions``).
+    or a ``RunOptions``): open the prior, :func:`prepare`, :func:`execute`.
 
     Under ``torchrun`` / ``srun`` each process takes every world_size-th batch of the
     outputs still missing; rank 0 writes the grids and ``run.yaml`` once all are done.
@@ -110,20 +114,28 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
         options = RunOptions.from_config(cfg)
     if options.ckpt in (None, "", "???"):
         raise ValueError("ckpt= is required: the path of a trained checkpoint (last.ckpt)")
-    if (options.images is None) != (options.mask is None):
-        missing = "mask=" if options.mask is None else "images="
-        raise ValueError(f"{missing} is missing: give images= and mask= together to inpaint, "
-                         f"or neither to draw unconditional samples")
     device = resolve_device(options.device)
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
-    prior = open_prior(options.ckpt, options.use_ema)
-    the_plan = plan(options, prior)
-    log.info("%s", describe_plan(the_plan))
+    job = prepare(options, open_prior(options.ckpt, options.use_ema), device)
+    log.info("%s", describe_plan(job.plan))
     hint = study_hint(options)
     if hint:
         log.info("%s", hint)
+    return execute(job)
 
+
+def prepare(options: RunOptions, prior, device, *, ckpt_sha256: str | None = None) -> Job:
+    """What ``options`` come to on the open ``prior``: the plan, the inputs and masks, every
+    output, those still missing and the record (``run.yaml``), with no file written.
+
+    Everything that can fail on bad input (images, masks, existing outputs; the options
+    themselves fail in ``RunOptions``) fails here, so a failed run never leaves a half-written
+    or overwritten folder behind.
+    ``ckpt_sha256``: the checkpoint's digest when the caller has it (else ``options.ckpt`` is
+    hashed).
+    """
+    the_plan = plan(options, prior)
     out = Path(options.out)
     if options.conditional:
         rule = value_rule_of(prior.info)
@@ -143,34 +155,60 @@ def run(cfg: Mapping | RunOptions) -> list[Path]:
     outputs = [Output(output_path(out, stem, k, suffixes[i]), i, k) for i, stem in enumerate(stems)
                for k in range(options.n_samples)]
     record = out / "run.yaml"
-    ckpt_sha = file_sha256(Path(options.ckpt))
+    if ckpt_sha256 is None:
+        ckpt_sha256 = file_sha256(Path(options.ckpt))
     existing = [p for p in [*(o.path for o in outputs), *grids] if p.exists()]
-    check_resumable(record, options, ckpt_sha, existing)
+    check_resumable(record, options, ckpt_sha256, existing)
     todo = outputs if options.overwrite else [o for o in outputs if not o.path.exists()]
-    resumed = len(outputs) - len(todo)
+    return Job(the_plan, prior, torch.device(device), inputs, masks, outputs, todo, record,
+               ckpt_sha256)
 
-    ranks = ranks_from_env(device.type)
+
+def execute(job: Job, progress: Progress | None = None) -> list[Path]:
+    """Sample ``job``'s missing outputs and write them, its grids and its ``run.yaml``.
+
+    ``progress``: the loop callback that counts the network calls (the page's monitor, which
+    may also cancel); None = a tqdm bar over :func:`network_calls` (off with
+    ``progress=false``). It is closed when the run ends, however it ends. Under ``torchrun``
+    / ``srun`` each process takes every world_size-th batch. Returns every planned sample
+    path, in order.
+    """
+    out = job.record.parent
+    ranks = ranks_from_env(job.device.type)
     try:
-        device = local_device(device, ranks)
-        job = Job(the_plan, prior, device, inputs, masks, outputs)
-        mine = shard(list(batches(todo, options.batch_size)), ranks)
+        job = replace(job, device=local_device(job.device, ranks))
+        mine = shard(list(batches(job.todo, job.options.batch_size)), ranks)
         ranks.barrier()   # everyone planned from the same folder state before anything is written
         if ranks.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            write_record(record, job, ckpt_sha, processes=ranks.world_size, resumed=resumed,
-                         complete=False)
-        if resumed and ranks.is_main:
-            log.info("resuming: %d of %d output(s) already in %s", resumed, len(outputs), out)
-        _sample_batches(job, mine)
+            write_record(job.record, job, job.ckpt_sha256, processes=ranks.world_size,
+                         resumed=job.resumed, complete=False)
+        if job.resumed and ranks.is_main:
+            log.info("resuming: %d of %d output(s) already in %s", job.resumed,
+                     len(job.outputs), out)
+        if progress is None:
+            progress = Progress(total=network_calls(job, mine),
+                                disable=not job.options.progress)
+        _sample_batches(job, mine, progress)
         ranks.barrier()   # all outputs are on disk
         if ranks.is_main:
             write_grids(job, out)
-            write_record(record, job, ckpt_sha, processes=ranks.world_size, resumed=resumed,
-                         complete=True)
+            write_record(job.record, job, job.ckpt_sha256, processes=ranks.world_size,
+                         resumed=job.resumed, complete=True)
     finally:
+        if progress is not None:
+            progress.close()
         ranks.close()
-    log.info("wrote %d sample(s) to %s", len(todo), out)
-    return [o.path for o in outputs]
+    log.info("wrote %d sample(s) to %s", len(job.todo), out)
+    return [o.path for o in job.outputs]
+
+
+def network_calls(job: Job, parts: list[list[Output]] | None = None) -> int:
+    """Network calls the batches ``parts`` of ``job`` make (default: all its missing outputs
+    in batches of ``batch_size``): what a progress bar counts to."""
+    if parts is None:
+        parts = list(batches(job.todo, job.options.batch_size))
+    return job.plan.calls * sum(batch_passes(job, batch) for batch in parts)
 
 
 def _sample_suffix(prior) -> str:
@@ -205,19 +243,14 @@ def batch_passes(job: Job, batch: list[Output]) -> int:
     return count_calls(fits, [job.masks[o.image] for o in batch], size)
 
 
-def _sample_batches(job: Job, mine: list[list[Output]]) -> None:
+def _sample_batches(job: Job, mine: list[list[Output]], progress: Progress) -> None:
     """Draw and write this rank's batches of outputs (inpaintings, or samples)."""
-    model = prepare_model(job.prior, job.options, job.device)
-    total = job.plan.calls * sum(batch_passes(job, batch) for batch in mine)
-    progress = Progress(total=total, disable=not job.options.progress)
-    try:
-        for batch in mine:
-            if job.inputs:
-                inpaint_batch(job, model, batch, progress)
-            else:
-                generate_batch(job, model, batch, progress)
-    finally:
-        progress.close()
+    model = prepare_model(job.prior, job.device, job.options.class_label)
+    for batch in mine:
+        if job.inputs:
+            inpaint_batch(job, model, batch, progress)
+        else:
+            generate_batch(job, model, batch, progress)
 
 
 def inpaint_batch(job: Job, model, batch: list[Output], progress) -> None:
@@ -225,15 +258,12 @@ def inpaint_batch(job: Job, model, batch: list[Output], progress) -> None:
     decides which prior-size (or native) sampler calls that takes."""
     options, the_plan, prior = job.options, job.plan, job.prior
     size, channels = prior.image_size, prior.channels
-    # the plan's diffusion is already respaced: run it as it is
-    resolved = replace(the_plan.sampler_options, steps=the_plan.diffusion.num_timesteps)
 
     def sampler_call(x0, mask, generators, items):
         _set_labels(model, options, items, job.device)
-        return inpaint(model, the_plan.diffusion, x0, mask, sampler=options.sampler,
-                       options=resolved, generators=generators,
-                       clip_denoised=the_plan.clip_denoised,
-                       autocast_dtype=options.autocast, progress=progress)
+        return run_sampler(model, the_plan.setup, x0, mask, generators=generators,
+                           clip_denoised=the_plan.clip_denoised,
+                           autocast_dtype=options.autocast, progress=progress)
 
     inputs, masks = job.inputs, job.masks
     fits = [resolve_fit(options.fit, inputs[out.image].size, size) for out in batch]

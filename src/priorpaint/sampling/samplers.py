@@ -45,8 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-
-import torch
+from typing import Any, NamedTuple
 
 from .conditioning import KnownRegion
 from .ddnm import DDNMProjection
@@ -54,9 +53,9 @@ from .diffpir import DiffPIRProximal, diffpir_schedule
 from .repaint import RePaint
 from .time_schedules import ddpm_schedule, jump_schedule
 
-__all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "resolve_options", "sampler_schedule",
-           "respacing", "respaced", "conditioning", "update_parameters", "unconditional_sampler",
-           "DEFAULT_STEPS"]
+__all__ = ["SAMPLERS", "Sampler", "SamplerOptions", "SamplerSetup", "resolve_options",
+           "resolve_sampler", "sampler_schedule",
+           "respacing", "respaced", "unconditional_sampler", "DEFAULT_STEPS"]
 
 DEFAULT_STEPS = 250  # RePaint's T: 250 respaced steps of a 1000-step model
 SKIPS = ("uniform", "quad")
@@ -179,6 +178,34 @@ def resolve_options(name: str, options: SamplerOptions | None = None, **given) -
     return SamplerOptions(**resolved)
 
 
+class SamplerSetup(NamedTuple):
+    """A sampler request resolved once (:func:`resolve_sampler`): what the loop walks, with
+    nothing left to look up or default."""
+
+    sampler: Sampler
+    options: SamplerOptions   # every knob resolved; ``steps``: the respacing (None: as given)
+    diffusion: Any            # the diffusion respaced to ``options.steps``
+    schedule: list[int]       # indices of ``diffusion``'s chain, as the sampler walks them
+
+
+def resolve_sampler(name: str, options: SamplerOptions | None, diffusion,
+                    default_steps: int | None = None) -> SamplerSetup:
+    """The one resolution of a sampler request on ``diffusion``: every knob not given takes
+    the sampler's default; ``steps`` not given takes the sampler's default (ddnm, diffpir:
+    100), else ``default_steps`` (``plan``: RePaint's 250), else the chain as it is; a default
+    never exceeds the chain (a 20-step prior runs 20), a given ``steps`` must fit it.
+    ``options.plan`` (every sample.py run) and ``api.inpaint`` both come through here."""
+    sampler = _get(name)
+    resolved = resolve_options(name, options)
+    if options is None or options.steps is None:
+        default = sampler.defaults.steps if sampler.defaults.steps is not None else default_steps
+        steps = None if default is None else min(int(default), diffusion.num_timesteps)
+        resolved = replace(resolved, steps=steps)
+    diffusion = respaced(diffusion, resolved)
+    return SamplerSetup(sampler, resolved, diffusion,
+                        sampler.schedule(resolved, diffusion.num_timesteps))
+
+
 def respacing(options: SamplerOptions, num_timesteps: int) -> str | None:
     """The respacing spec for ``diffusion.respace`` (None: use the diffusion as it is).
 
@@ -222,16 +249,3 @@ def unconditional_sampler(name: str) -> str:
     """What sampler ``name`` becomes without a known region (repaint: ddpm; ddnm, diffpir:
     ddim), since resampling and x̂_0 corrections only act on known pixels."""
     return _get(name).unconditional or name
-
-
-def update_parameters(name: str, options: SamplerOptions) -> tuple[float, float]:
-    """(η, ζ) that ``sample_loop`` gets for sampler ``name``: e.g. DDNM's η = 0.85 is the
-    engine's ζ = 0.7225 with DDIM η = 0."""
-    eta, zeta = _get(name).update(options)
-    return float(eta), float(zeta)
-
-
-def conditioning(name: str, options: SamplerOptions, x0: torch.Tensor,
-                 mask: torch.Tensor) -> KnownRegion:
-    """The sampler's conditioning callback on ground truth ``x0`` and ``mask``."""
-    return _get(name).conditioning(x0, mask, options)

@@ -1,0 +1,64 @@
+"""sample.py's outputs on the shipped priors, byte for byte, against hashes recorded at commit
+07802f2 (before sampling was split into prepare/execute and option resolution moved into
+``plan``): a refactor of the runner, the page's engine or the sampler registry may not change
+a single pixel of what a fixed seed gives.
+
+One case per path through the runner: RePaint with jumps over two batches, DiffPIR with inner
+loops, unconditional samples, and DDNM on a photo larger than its prior (fit=crop)."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from priorpaint.sampling.run import run
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = "ckpt=examples/priors/mnist32.ckpt"
+CASES = {
+    "repaint": [MNIST, "images=examples/mnist/t10k_7000_label1.png", "mask=thick", "steps=3",
+                "jump_length=2", "jump_n_sample=2", "n_samples=2", "batch_size=1"],
+    "diffpir": [MNIST, "images=examples/mnist/t10k_7002_label2.png", "mask=box:12",
+                "sampler=diffpir", "steps=3", "diffpir.inner_loops=2"],
+    "free": [MNIST, "n_samples=2", "steps=2"],
+    "photo": ["ckpt=examples/priors/photos64.ckpt", "images=examples/photos/coffee.jpg",
+              "mask=box:24", "sampler=ddnm", "steps=2"],
+}
+# sha256 of every PNG each case writes, as commit 07802f2 wrote them
+GOLDEN = {
+    "repaint": {
+        "t10k_7000_label1_grid.png": "f972b60d91880eae6bf2ea5bb05e83a5c47664f870af52a416c7567ba8f387bc",
+        "t10k_7000_label1_s0.png": "937f38187c25e80ba4db1d81c790ef9009cdb2f352d6a37b9938fdb16e93a9fe",
+        "t10k_7000_label1_s1.png": "8315610a6d9e45a799afcbac645e360f4e9653a3431c1d78c12da12832a3beab",
+    },
+    "diffpir": {
+        "t10k_7002_label2_grid.png": "342bfd4b79263bf12c26e16b6d1d46b141b7133b2fa6c4961899adaa6ddd588e",
+        "t10k_7002_label2_s0.png": "ac6462bcb853e8e67d94f433015f2c155629ddaa4cef237e86d1185ead0cb1ed",
+    },
+    "free": {
+        "sample_s0.png": "4474dec7ff2b14fdf3d7e15e14e18b3f6e81b1fa0154286786085c20da43b421",
+        "sample_s1.png": "fe700c817e206f5336a6847178078f158726bf381af95582eedd3856de6cf0e8",
+        "samples_grid.png": "1f7e5b3b063a22b9071f940323b8ec64a5e16786143a450dfeb9cce5c5d749c0",
+    },
+    "photo": {
+        "coffee_grid.png": "0e608fae8bc6a9327eb691b0a0dd5c068f25c81512705e3f5177feba090e6fcb",
+        "coffee_s0.png": "19b088c8981a77369eb2ceb354c2b754e7c23122e817707fe269e407e458ffc9",
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _cwd(monkeypatch, one_thread):
+    monkeypatch.chdir(REPO)   # the cases name the shipped files relative to the project
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sample_py_outputs_are_byte_identical_to_07802f2(tmp_path, case):
+    out = tmp_path / case
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="sample",
+                      overrides=[*CASES[case], f"out={out}", "progress=false"])
+    run(cfg)
+    written = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in out.glob("*.png")}
+    assert written == GOLDEN[case]

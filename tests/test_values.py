@@ -4,9 +4,11 @@
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +115,56 @@ def test_arrays_16_bit_and_multi_page_tiff_read_in_their_own_type(tmp_path):
         assert back.dtype == array.dtype
         np.testing.assert_array_equal(back, array)
 
-    colour16 = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(colour16, "PNG")
-    data = bytearray(colour16.getvalue())
-    data[24] = 16   # a 16-bit colour header: Pillow would read it as 8 bits, so it is refused
-    (tmp_path / "c16.png").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="c16.png: 16-bit colour PNG.*TIFF"):
-        read_array(tmp_path / "c16.png")
+
+
+def png16(values: np.ndarray) -> bytes:
+    """A 16-bit RGB (C=3) or RGBA (C=4) PNG of uint16 ``values``, written here with zlib (no
+    library in the project writes one); row y uses filter y % 5, so None, Sub, Up, Average
+    and Paeth are all decoded."""
+    height, width, channels = values.shape
+    bpp = 2 * channels
+    raw = np.frombuffer(values.astype(">u2").tobytes(), np.uint8).reshape(height, -1)
+    raw = raw.astype(np.int64)
+    rows = []
+    for y in range(height):
+        a = np.concatenate([np.zeros(bpp, np.int64), raw[y, :-bpp]])        # left
+        b = raw[y - 1] if y else np.zeros_like(raw[y])                      # up
+        c = np.concatenate([np.zeros(bpp, np.int64), b[:-bpp]])             # up-left
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        predicted = [0 * a, a, b, (a + b) // 2, paeth][y % 5]
+        rows.append(bytes([y % 5]) + ((raw[y] - predicted) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_png_is_read_at_full_depth(tmp_path):
+    """16-bit RGB(A) PNGs (photography, microscopy) keep every level; Pillow alone would
+    keep only the high byte."""
+    from priorpaint.imageio import array_from_bytes, output_suffix
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 65536, (11, 13, 3), dtype=np.uint16)
+    rgb[0, 0] = (1, 256, 65535)   # low byte only, high byte only, both
+    (tmp_path / "c16.png").write_bytes(png16(rgb))
+    values, alpha = read_array(tmp_path / "c16.png")
+    assert values.dtype == np.uint16 and alpha is None
+    np.testing.assert_array_equal(values, rgb)
+    np.testing.assert_array_equal(array_from_bytes(png16(rgb), "png"), rgb)   # shard members
+    assert output_suffix(tmp_path / "c16.png", values) == ".tif"   # written back losslessly
+
+    rgba = rng.integers(0, 65536, (6, 9, 4), dtype=np.uint16)
+    (tmp_path / "a16.png").write_bytes(png16(rgba))
+    values, alpha = read_array(tmp_path / "a16.png")
+    np.testing.assert_array_equal(values, rgba[..., :3])
+    np.testing.assert_array_equal(alpha, rgba[..., 3])
 
 
 def photos(folder: Path) -> dict[str, np.ndarray]:

@@ -4,11 +4,9 @@
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 import tarfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import tifffile
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior
+from tiny import png16, save_tiny_prior, tiny_unet
 
 from priorpaint.checkpoint import load_prior, value_rule_of
 from priorpaint.cli import UserError
@@ -115,34 +113,6 @@ def test_arrays_16_bit_and_multi_page_tiff_read_in_their_own_type(tmp_path):
         assert back.dtype == array.dtype
         np.testing.assert_array_equal(back, array)
 
-
-
-def png16(values: np.ndarray) -> bytes:
-    """A 16-bit RGB (C=3) or RGBA (C=4) PNG of uint16 ``values``, written here with zlib (no
-    library in the project writes one); row y uses filter y % 5, so None, Sub, Up, Average
-    and Paeth are all decoded."""
-    height, width, channels = values.shape
-    bpp = 2 * channels
-    raw = np.frombuffer(values.astype(">u2").tobytes(), np.uint8).reshape(height, -1)
-    raw = raw.astype(np.int64)
-    rows = []
-    for y in range(height):
-        a = np.concatenate([np.zeros(bpp, np.int64), raw[y, :-bpp]])        # left
-        b = raw[y - 1] if y else np.zeros_like(raw[y])                      # up
-        c = np.concatenate([np.zeros(bpp, np.int64), b[:-bpp]])             # up-left
-        p = a + b - c
-        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        predicted = [0 * a, a, b, (a + b) // 2, paeth][y % 5]
-        rows.append(bytes([y % 5]) + ((raw[y] - predicted) % 256).astype(np.uint8).tobytes())
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
 
 
 def test_16_bit_colour_png_is_read_at_full_depth(tmp_path):
@@ -359,6 +329,35 @@ def test_the_page_refuses_what_it_cannot_show_in_one_line(tmp_path):
         read_upload(tmp_path / "deep.png", 1)
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "flat.png")
     assert read_upload(tmp_path / "flat.png", 1).pixels.dtype == np.uint8
+    (tmp_path / "deep_rgb.png").write_bytes(png16(np.full((8, 8, 3), 1000, np.uint16)))
+    with pytest.raises(ValueError, match=r"^deep_rgb.png holds uint16 values; the page reads"):
+        read_upload(tmp_path / "deep_rgb.png", 3)
+    np.save(tmp_path / "bands.npy", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"^bands.npy has 4 channels; the page shows grey or "
+                                         r"colour \(RGB\) images: inpaint it with sample.py"):
+        read_upload(tmp_path / "bands.npy", 3)
+
+
+def test_the_page_refuses_priors_it_cannot_show_in_one_line(tmp_path):
+    """An N-channel prior, or one whose data.range is not a whole integer type, is refused
+    when loaded (app.py: one line, exit 2; the page: the checkpoint list's error)."""
+    from priorpaint.app.prior import load
+    from priorpaint.checkpoint import save_prior
+    from priorpaint.diffusion import GaussianDiffusion
+
+    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": 20})
+    two = save_tiny_prior(tmp_path / "mri.ckpt", 2, (8, 8))
+    with pytest.raises(UserError, match=r"^checkpoint mri.ckpt is a 2-channel prior; the page "
+                                        r"inpaints grey or RGB images only"):
+        load(two, device="cpu", time_batches=())
+    scans = save_prior(tmp_path / "scans.ckpt", tiny_unet(1), diffusion, (8, 8), 1,
+                       values=ValueRule("uint16", 0.0, 4095.0))
+    with pytest.raises(UserError, match=r"^checkpoint scans.ckpt was trained on uint16 values "
+                                        r"in \[0, 4095\] \(data.range\); the page reads 8-bit"):
+        load(scans, device="cpu", time_batches=())
+    deep = save_prior(tmp_path / "deep.ckpt", tiny_unet(1), diffusion, (8, 8), 1,
+                      values=value_rule("uint16"))   # full range: 8-bit images scale, kept
+    assert load(deep, device="cpu", time_batches=()).prior.channels == 1
 
 
 def test_8_bit_only_readers_refuse_other_types_in_one_line(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import array_to_image, save_png
+from ..imageio import array_to_image, read_array, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
 from ..sampling.images import InputImage, load_input
 
@@ -63,6 +63,11 @@ def read_file(path) -> InputImage:
         if "cannot read image" in str(e):
             raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
                              f"JPEG, BMP or WebP file") from e
+        have = read_array(path)[0].shape[-1]   # an .npy / TIFF of N channels
+        if have not in (1, 3):
+            raise ValueError(f"{path.name} has {have} channels; the page shows grey or colour "
+                             f"(RGB) images: inpaint it with sample.py, which takes any channel "
+                             f"count (docs/values.md)") from e
         raise
     if image.pixels.dtype != np.uint8:   # the page shows and returns 8-bit images only
         raise ValueError(f"{path.name} holds {image.pixels.dtype} values; the page reads 8-bit "

@@ -188,6 +188,38 @@ def test_image_dropped_on_the_editor(page):
     assert shown.ndim == 2
 
 
+def test_a_colour_image_dropped_on_the_editor_gets_the_visible_note(page, tmp_path):
+    """An image dropped on the editor (not the upload box) is converted colour -> grey for a
+    grey prior like an upload is, and says so in the note line (wired to the editor's upload
+    event); unreadable data for the page is a visible error, not a traceback."""
+    from priorpaint.app.ui import build, shows_errors
+
+    colour = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    canvas = np.dstack([colour, np.full((16, 16), 255, np.uint8)])
+    note = page.take_canvas({"background": canvas, "layers": []})
+    assert note.startswith("⚠ the image dropped on the editor is colour but the prior is grey: "
+                           "converted to grey") and "16×16 but the prior works at 8×8" in note
+    grey = np.dstack([colour[..., :1]] * 3 + [canvas[..., 3:]])
+    assert "colour" not in page.take_canvas({"background": grey, "layers": []})
+    assert page.take_canvas({"background": None, "layers": []}) == ""
+    # what the run inpaints is what the note says: the luma of the canvas
+    image = page.current_input({"background": canvas, "layers": []}, None)
+    assert np.array_equal(image.pixels[..., 0], np.asarray(Image.fromarray(colour).convert("L")))
+
+    demo = build(page)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    wired = [fn for fn in demo.fns.values()
+             if (by_id["editor"]._id, "upload") in [(t[0], t[1]) for t in fn.targets]]
+    assert len(wired) == 1 and wired[0].outputs == [by_id["note"]]
+
+    # the page's 8-bit grey/RGB rule (docs/values.md), visible in the note line
+    np.save(tmp_path / "bands.npy", np.zeros((8, 8, 4), np.uint8))
+    steps = iter(shows_errors(page.take_upload, 4, 3)(str(tmp_path / "bands.npy")))
+    assert next(steps)[3].startswith("❌ bands.npy has 4 channels; the page shows grey or colour")
+    with pytest.raises(gr.Error, match="bands.npy has 4 channels"):
+        next(steps)
+
+
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
     """Same engine: sample.py with the page's run.yaml config writes the same PNGs."""
     editor, source, _, _ = page.take_upload(str(DIGIT))

@@ -89,6 +89,7 @@ def visitor_error(error, roots=()) -> gr.Error:
     return gr.Error(text, duration=None, print_exception=False)
 
 
+CANVAS_LABEL = "the image dropped on the editor"   # how notes name a canvas image
 ERROR_MARK = "❌"   # an error in the page's lines (notes such as "resized" are ⚠)
 
 
@@ -425,15 +426,35 @@ class Page:
             return None, gr.skip()
         return str(path), MASK_FILE
 
-    def _fitted(self, source: InputImage, loaded: LoadedPrior) -> tuple[InputImage, str]:
+    def _fitted(self, source: InputImage, loaded: LoadedPrior,
+                label: str | None = None) -> tuple[InputImage, str]:
         """``source`` as ``loaded`` sees it, and the note the page shows about it ("" if none):
-        colour converted for a grey prior, grey repeated for an RGB one, another size."""
+        colour converted for a grey prior, grey repeated for an RGB one, another size. The
+        note names the image by ``label`` (default its file name)."""
         prior = loaded.prior
-        image, converted = for_prior(source, prior.channels)
+        image, converted = for_prior(source, prior.channels, label)
         notes = [converted, size_note(image, prior.image_size, prior.channels,
-                                      str(self.cfg.get("fit")))]
+                                      str(self.cfg.get("fit")), label)]
         text = "; ".join(n for n in notes if n)
         return image, (f"⚠ {text}" if text else "")
+
+    def take_canvas(self, editor, chosen: str | None = None) -> str:
+        """An image dropped (or uploaded) onto the editor itself: the note line says what the
+        prior will see, as for an uploaded file -- colour converted to grey for a grey prior,
+        grey repeated for an RGB one, another size. Why: the run converts the canvas without
+        a word otherwise (``current_input``), and a visitor would find a grey result from a
+        colour picture unexplained."""
+        background = (editor or {}).get("background")
+        if background is None:
+            return ""
+        try:
+            own = input_from_array(background, "canvas", 3)   # 3: its own colours, kept
+        except USER_ERRORS as e:
+            raise self._error(e) from e
+        _, note = self._fitted(own, self.prior(chosen), CANVAS_LABEL)
+        if note:
+            gr.Warning(note.removeprefix("⚠ "))
+        return note
 
     def take_example(self, chosen: str | None = None, evt: gr.SelectData = None) -> tuple:
         index = getattr(evt, "index", None)
@@ -897,6 +918,8 @@ def build(page: Page) -> gr.Blocks:
         # an image's errors stay in the note line (loaded[3]) until the next image
         upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
                       **light).then(page.brush_for, source, brush, **light)
+        # an image dropped on the editor itself: the same note line (colour -> grey, size)
+        editor.upload(shows_errors(page.take_canvas, 1, 0), [editor, chosen], note, **light)
         examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
                         **light).then(page.brush_for, source, brush, **light)
         mask_path = gr.State(None)   # this visitor's uploaded mask file

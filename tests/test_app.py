@@ -220,6 +220,33 @@ def test_a_colour_image_dropped_on_the_editor_gets_the_visible_note(page, tmp_pa
         next(steps)
 
 
+def test_photo_priors_inpaint_larger_photos_in_windows_at_their_own_size(tmp_path, one_thread):
+    """configs/app.yaml's fit_by_prior: a photos* prior gets fit=crop (a photo several times
+    the prior's size is inpainted in windows at its own resolution, not from a thumbnail),
+    other priors keep fit=resize; the result is at the photo's size, known pixels exact."""
+    save_tiny_prior(tmp_path / "priors" / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    save_tiny_prior(tmp_path / "priors" / "photos8.ckpt", channels=3, size=(8, 8), steps=20)
+    page = Page(app_config(tmp_path / "priors", tmp_path / "runs"))
+    assert (page.fit_for("photos8.ckpt"), page.fit_for("grey8.ckpt")) == ("crop", "resize")
+    photo = np.random.default_rng(0).integers(0, 256, (17, 24, 3), np.uint8)   # 2-3x
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    editor, source, _, note = page.take_upload(str(tmp_path / "photo.png"), "photos8.ckpt")
+    assert "in windows of the prior's size at the image's own resolution" in note
+    _, (status, _, gallery, files) = finish(page.run(
+        painted_editor(editor, rows=slice(5, 8), cols=slice(9, 14)), source, "painted", "ddpm",
+        "auto", None, None, None, 1, 0, "photos8.ckpt"))
+    assert status.startswith("done")
+    record = yaml.safe_load(next(Path(f) for f in files if f.endswith("run.yaml")).read_text())
+    assert record["config"]["fit"] == "crop"
+    result = np.asarray(Image.open(next(f for f in files if f.endswith("photo_s0.png"))))
+    mask = np.asarray(Image.open(next(f for f in files if f.endswith("mask.png")))) == 255
+    assert result.shape == photo.shape and not mask.all()
+    assert np.array_equal(result[mask], photo[mask])   # known pixels exact
+    assert not np.array_equal(result[~mask], photo[~mask])
+    with pytest.raises(ValueError, match="fit=thumbnail is unknown"):   # grey8's, at launch
+        Page(app_config(tmp_path / "priors", tmp_path / "runs", "fit=thumbnail"))
+
+
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
     """Same engine: sample.py with the page's run.yaml config writes the same PNGs."""
     editor, source, _, _ = page.take_upload(str(DIGIT))

@@ -58,6 +58,7 @@ class RunRequest:
     eta: float | None = None
     n_samples: int = 1
     seed: int = 0
+    fit: str | None = None      # None: the config's ``fit`` (the page: its prior's, fit_for)
 
 
 @dataclass
@@ -89,7 +90,8 @@ def sample_config(defaults: Mapping, **overrides):
 
 
 # configs/app.yaml keys that are the page's own, not sample.py's (kept out of run.yaml)
-APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "preview_every",
+APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "fit_by_prior",
+            "preview_every",
             "max_samples", "time_batches", "history")
 
 
@@ -231,7 +233,8 @@ def _run(loaded, request, defaults, run_dir: Path, on_progress, on_preview, canc
                         n_samples=int(request.n_samples), seed=int(request.seed),
                         use_ema=loaded.use_ema, device=str(device), progress=False,
                         **sampler_overrides(request.sampler, request.steps, request.jump_length,
-                                            request.jump_n_sample, request.eta))
+                                            request.jump_n_sample, request.eta),
+                        **({"fit": request.fit} if request.fit is not None else {}))
     the_plan = _plan(cfg, prior)
     options, calls = the_plan.options, the_plan.calls
 

@@ -196,12 +196,17 @@ def test_a_colour_image_dropped_on_the_editor_gets_the_visible_note(page, tmp_pa
 
     colour = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
     canvas = np.dstack([colour, np.full((16, 16), 255, np.uint8)])
-    note = page.take_canvas({"background": canvas, "layers": []})
+    note = page.take_canvas({"background": canvas, "layers": []}, None)
     assert note.startswith("⚠ the image dropped on the editor is colour but the prior is grey: "
                            "converted to grey") and "16×16 but the prior works at 8×8" in note
     grey = np.dstack([colour[..., :1]] * 3 + [canvas[..., 3:]])
-    assert "colour" not in page.take_canvas({"background": grey, "layers": []})
+    assert "colour" not in page.take_canvas({"background": grey, "layers": []}, None)
     assert page.take_canvas({"background": None, "layers": []}) == ""
+    # the page's own upload shown in the editor (enlarged) is reported as an upload too: the
+    # upload's note stays
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    editor, source, _, _ = page.take_upload(str(tmp_path / "colour.png"))
+    assert page.take_canvas(editor["value"], source) == gr.skip()
     # what the run inpaints is what the note says: the luma of the canvas
     image = page.current_input({"background": canvas, "layers": []}, None)
     assert np.array_equal(image.pixels[..., 0], np.asarray(Image.fromarray(colour).convert("L")))
@@ -228,6 +233,8 @@ def test_photo_priors_inpaint_larger_photos_in_windows_at_their_own_size(tmp_pat
     save_tiny_prior(tmp_path / "priors" / "photos8.ckpt", channels=3, size=(8, 8), steps=20)
     page = Page(app_config(tmp_path / "priors", tmp_path / "runs"))
     assert (page.fit_for("photos8.ckpt"), page.fit_for("grey8.ckpt")) == ("crop", "resize")
+    assert "per sample per window" in page.budget("ddpm", "auto", None, None, 1, "photos8.ckpt")
+    assert "per window" not in page.budget("ddpm", "auto", None, None, 1, "grey8.ckpt")
     photo = np.random.default_rng(0).integers(0, 256, (17, 24, 3), np.uint8)   # 2-3x
     Image.fromarray(photo).save(tmp_path / "photo.png")
     editor, source, _, note = page.take_upload(str(tmp_path / "photo.png"), "photos8.ckpt")

@@ -383,3 +383,61 @@ def test_readme_screenshot_from_the_trained_prior(serve):
             page.screenshot(path=shot, full_page=True)
         finally:
             browser.close()
+
+
+def test_photo_on_the_photo_prior(serve, tmp_path):
+    """A 481x321 colour photo (BSDS500's size; a crop of examples/photos/astronaut.jpg) on the
+    shipped examples/priors/photos64.ckpt: the editor shows it at a usable size, a painted
+    stroke is inpainted in windows at the photo's own resolution (fit_by_prior: photos* ->
+    crop), the results are shown whole at the photo's size and the downloads keep every known
+    pixel. Minutes on a CPU, so only with PRIORPAINT_APP_PHOTO_SCREENSHOT=<png> (the page's
+    picture with a photo, docs/app_photo.png; look at it before committing it)."""
+    from playwright import sync_api
+
+    shot = os.environ.get("PRIORPAINT_APP_PHOTO_SCREENSHOT")
+    if not shot:
+        pytest.skip("set PRIORPAINT_APP_PHOTO_SCREENSHOT=docs/app_photo.png to run it")
+    photo = np.asarray(Image.open(ROOT / "examples" / "photos" / "astronaut.jpg"))[:321, 16:497]
+    Image.fromarray(photo).save(tmp_path / "astronaut.png")
+    url, _ = serve(ROOT / "examples" / "priors" / "photos64.ckpt", "n_samples=2", "seed=1")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.set_input_files("#upload input[type=file]", str(tmp_path / "astronaut.png"))
+            page.wait_for_selector("#masked img", timeout=30000)
+            note = page.inner_text("#note")
+            assert "in windows of the prior's size at the image's own resolution" in note, note
+            canvas = page.query_selector("#editor canvas").bounding_box()
+            assert canvas["width"] >= 400 and canvas["height"] >= 260, canvas   # usable size
+            first = masked_src(page)
+            paint_stroke(page)
+            page.wait_for_function(f"document.querySelector('#masked img').src !== {first!r}",
+                                   timeout=30000)
+            page.click("#run")
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.startsWith('done')",
+                timeout=540000, polling=1000)
+            page.wait_for_function("[...document.querySelectorAll('#results img')]"
+                                   ".every(i => i.complete && i.naturalWidth)", timeout=60000)
+            whole = page.evaluate(RESULTS_WHOLE)
+            shown = [img.get_attribute("src") for img in page.query_selector_all("#results img")]
+            links = {Path(urlparse(a.get_attribute("href")).path).name: a.get_attribute("href")
+                     for a in page.query_selector_all("#downloads a")}
+            for close in page.query_selector_all(".toast-close"):
+                close.click()
+            page.wait_for_selector(".toast-body", state="detached", timeout=10000)
+            page.screenshot(path=shot, full_page=True)
+        finally:
+            browser.close()
+
+    assert whole == ["whole", "whole"], whole
+    mask = np.asarray(Image.open(io.BytesIO(fetch(links["mask.png"])))) == 255
+    assert mask.shape == photo.shape[:2] and 0 < (~mask).sum() < mask.size // 4
+    for k, src in enumerate(shown):
+        result = np.asarray(Image.open(io.BytesIO(fetch(links[f"astronaut_s{k}.png"]))))
+        assert result.shape == photo.shape   # the photo's own size
+        assert np.array_equal(result[mask], photo[mask])   # known pixels exact
+        assert not np.array_equal(result[~mask], photo[~mask])
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(fetch(src)))), result)

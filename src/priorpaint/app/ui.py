@@ -460,15 +460,19 @@ class Page:
         text = "; ".join(n for n in notes if n)
         return image, (f"⚠ {text}" if text else "")
 
-    def take_canvas(self, editor, chosen: str | None = None) -> str:
+    def take_canvas(self, editor, source: InputImage | None = None, chosen: str | None = None):
         """An image dropped (or uploaded) onto the editor itself: the note line says what the
         prior will see, as for an uploaded file -- colour converted to grey for a grey prior,
         grey repeated for an RGB one, another size. Why: the run converts the canvas without
         a word otherwise (``current_input``), and a visitor would find a grey result from a
-        colour picture unexplained."""
+        colour picture unexplained. The editor reports the page's own image (an upload or
+        example it shows, enlarged) as an upload too: then the upload's note stays."""
         background = (editor or {}).get("background")
         if background is None:
             return ""
+        if source is not None and (_same_pixels(background, source) or _same_pixels(
+                background, for_prior(source, self.prior(chosen).prior.channels)[0])):
+            return gr.skip()
         try:
             own = input_from_array(background, "canvas", 3)   # 3: its own colours, kept
         except USER_ERRORS as e:
@@ -553,8 +557,10 @@ class Page:
         n, batch = int(n_samples), int(self.cfg.batch_size)
         seconds = estimate_seconds(loaded, calls, n, batch)
         per_call = loaded.call_seconds.get(1, float("nan"))
-        return (f"**{calls:,} network calls** per sample · {n} sample(s) in "
-                f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}** on "
+        # fit=crop (a photo larger than the prior): one sampler run per window around the hole
+        windows = " per window" if self.fit_for(chosen) == "crop" else ""
+        return (f"**{calls:,} network calls** per sample{windows} · {n} sample(s) in "
+                f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}**{windows} on "
                 f"{loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
 
     # ----------------------------------------------------------------------- a run
@@ -942,7 +948,8 @@ def build(page: Page) -> gr.Blocks:
         upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
                       **light).then(page.brush_for, source, brush, **light)
         # an image dropped on the editor itself: the same note line (colour -> grey, size)
-        editor.upload(shows_errors(page.take_canvas, 1, 0), [editor, chosen], note, **light)
+        editor.upload(shows_errors(page.take_canvas, 1, 0), [editor, source, chosen], note,
+                      **light)
         examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
                         **light).then(page.brush_for, source, brush, **light)
         mask_path = gr.State(None)   # this visitor's uploaded mask file

@@ -12,7 +12,10 @@ request to another host (no CDN, no analytics).
 Needs the ``chromium`` package (``apt-get install -y chromium``) and pip's ``playwright``
 (never ``playwright install``: the system browser is used); skips, saying which is missing,
 otherwise. ``PRIORPAINT_APP_SCREENSHOT=docs/app.png`` runs one more test: the README's
-screenshot of the page on the trained ``examples/priors/mnist32.ckpt``.
+screenshot of the page on the trained ``examples/priors/mnist32.ckpt``;
+``PRIORPAINT_APP_PHOTO_SCREENSHOT=docs/app_photo.png`` runs a 481x321 photo on
+``examples/priors/photos64.ckpt`` (native size, known pixels exact; about 7 minutes on a loaded
+2-core CPU; the committed picture was reduced to 256 colours to keep it small).
 """
 
 import io
@@ -399,7 +402,9 @@ def test_photo_on_the_photo_prior(serve, tmp_path):
         pytest.skip("set PRIORPAINT_APP_PHOTO_SCREENSHOT=docs/app_photo.png to run it")
     photo = np.asarray(Image.open(ROOT / "examples" / "photos" / "astronaut.jpg"))[:321, 16:497]
     Image.fromarray(photo).save(tmp_path / "astronaut.png")
-    url, _ = serve(ROOT / "examples" / "priors" / "photos64.ckpt", "n_samples=2", "seed=1")
+    # DDNM at 50 calls per window: minutes, not tens of minutes, on a loaded CPU
+    url, _ = serve(ROOT / "examples" / "priors" / "photos64.ckpt", "n_samples=2", "seed=1",
+                   "steps=50")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:

@@ -188,6 +188,72 @@ def test_image_dropped_on_the_editor(page):
     assert shown.ndim == 2
 
 
+def test_a_colour_image_dropped_on_the_editor_gets_the_visible_note(page, tmp_path):
+    """An image dropped on the editor (not the upload box) is converted colour -> grey for a
+    grey prior like an upload is, and says so in the note line (wired to the editor's upload
+    event); unreadable data for the page is a visible error, not a traceback."""
+    from priorpaint.app.ui import build, shows_errors
+
+    colour = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    canvas = np.dstack([colour, np.full((16, 16), 255, np.uint8)])
+    note = page.take_canvas({"background": canvas, "layers": []}, None)
+    assert note.startswith("⚠ the image dropped on the editor is colour but the prior is grey: "
+                           "converted to grey") and "16×16 but the prior works at 8×8" in note
+    grey = np.dstack([colour[..., :1]] * 3 + [canvas[..., 3:]])
+    assert "colour" not in page.take_canvas({"background": grey, "layers": []}, None)
+    assert page.take_canvas({"background": None, "layers": []}) == ""
+    # the page's own upload shown in the editor (enlarged) is reported as an upload too: the
+    # upload's note stays
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    editor, source, _, _ = page.take_upload(str(tmp_path / "colour.png"))
+    assert page.take_canvas(editor["value"], source) == gr.skip()
+    # what the run inpaints is what the note says: the luma of the canvas
+    image = page.current_input({"background": canvas, "layers": []}, None)
+    assert np.array_equal(image.pixels[..., 0], np.asarray(Image.fromarray(colour).convert("L")))
+
+    demo = build(page)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    wired = [fn for fn in demo.fns.values()
+             if (by_id["editor"]._id, "upload") in [(t[0], t[1]) for t in fn.targets]]
+    assert len(wired) == 1 and wired[0].outputs == [by_id["note"]]
+
+    # the page's 8-bit grey/RGB rule (docs/values.md), visible in the note line
+    np.save(tmp_path / "bands.npy", np.zeros((8, 8, 4), np.uint8))
+    steps = iter(shows_errors(page.take_upload, 4, 3)(str(tmp_path / "bands.npy")))
+    assert next(steps)[3].startswith("❌ bands.npy has 4 channels; the page shows grey or colour")
+    with pytest.raises(gr.Error, match="bands.npy has 4 channels"):
+        next(steps)
+
+
+def test_photo_priors_inpaint_larger_photos_in_windows_at_their_own_size(tmp_path, one_thread):
+    """configs/app.yaml's fit_by_prior: a photos* prior gets fit=crop (a photo several times
+    the prior's size is inpainted in windows at its own resolution, not from a thumbnail),
+    other priors keep fit=resize; the result is at the photo's size, known pixels exact."""
+    save_tiny_prior(tmp_path / "priors" / "grey8.ckpt", channels=1, size=(8, 8), steps=20)
+    save_tiny_prior(tmp_path / "priors" / "photos8.ckpt", channels=3, size=(8, 8), steps=20)
+    page = Page(app_config(tmp_path / "priors", tmp_path / "runs"))
+    assert (page.fit_for("photos8.ckpt"), page.fit_for("grey8.ckpt")) == ("crop", "resize")
+    assert "per sample per window" in page.budget("ddpm", "auto", None, None, 1, "photos8.ckpt")
+    assert "per window" not in page.budget("ddpm", "auto", None, None, 1, "grey8.ckpt")
+    photo = np.random.default_rng(0).integers(0, 256, (17, 24, 3), np.uint8)   # 2-3x
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    editor, source, _, note = page.take_upload(str(tmp_path / "photo.png"), "photos8.ckpt")
+    assert "in windows of the prior's size at the image's own resolution" in note
+    _, (status, _, gallery, files) = finish(page.run(
+        painted_editor(editor, rows=slice(5, 8), cols=slice(9, 14)), source, "painted", "ddpm",
+        "auto", None, None, None, 1, 0, "photos8.ckpt"))
+    assert status.startswith("done")
+    record = yaml.safe_load(next(Path(f) for f in files if f.endswith("run.yaml")).read_text())
+    assert record["config"]["fit"] == "crop"
+    result = np.asarray(Image.open(next(f for f in files if f.endswith("photo_s0.png"))))
+    mask = np.asarray(Image.open(next(f for f in files if f.endswith("mask.png")))) == 255
+    assert result.shape == photo.shape and not mask.all()
+    assert np.array_equal(result[mask], photo[mask])   # known pixels exact
+    assert not np.array_equal(result[~mask], photo[~mask])
+    with pytest.raises(ValueError, match="fit=thumbnail is unknown"):   # grey8's, at launch
+        Page(app_config(tmp_path / "priors", tmp_path / "runs", "fit=thumbnail"))
+
+
 def test_sample_py_reproduces_a_page_run(page, tmp_path):
     """Same engine: sample.py with the page's run.yaml config writes the same PNGs."""
     editor, source, _, _ = page.take_upload(str(DIGIT))

@@ -14,7 +14,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior, write_random_images
+from tiny import png16, save_tiny_prior, write_random_images
 
 from priorpaint.evaluation import (
     MetricOptions,
@@ -186,6 +186,34 @@ def test_other_folders_are_clear_errors(tmp_path, sample_folder):
     (folder / "run.yaml").write_text(yaml.safe_dump(record))
     with pytest.raises(ValueError, match="did not finish"):
         evaluate_run(folder)
+
+
+def test_what_is_not_8_bit_grey_or_rgb_is_refused_in_one_line(tmp_path, sample_folder):
+    """16-bit, float or N-channel files would be scored on the wrong scale (PSNR at 255
+    levels, LPIPS/Inception on grey or RGB): each place evaluate.py reads them refuses them,
+    naming the file."""
+    folder = _copy(sample_folder, tmp_path)
+    deep = np.random.default_rng(0).integers(0, 65536, (8, 8, 3), dtype=np.uint16)
+    (folder / "a_s1.png").write_bytes(png16(deep))   # Pillow alone would read its high bytes
+    with pytest.raises(ValueError, match=r"^output .*a_s1.png holds uint16 values in 3 "
+                                         r"channel\(s\); evaluate.py scores 8-bit grey or RGB"):
+        evaluate_run(folder)
+
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(real / "r.png")
+    with pytest.raises(ValueError, match=r"^real_images file .*r.png holds uint16 values"):
+        evaluate_run(sample_folder, _suite_with_features(), real_images=real)
+
+    bands = tmp_path / "bands"   # a 2-channel run's 8-bit inputs: not grey, not RGB
+    bands.mkdir()
+    for stem in ("a", "b"):
+        np.save(bands / f"{stem}.npy", np.zeros((8, 8, 2), np.uint8))
+    record = yaml.safe_load((folder / "run.yaml").read_text())
+    record["resolved"]["channels"] = 2
+    (folder / "run.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ValueError, match=r"^input .*a.npy holds uint8 values in 2 channel"):
+        evaluate_run(folder, images=bands)
 
 
 def test_nll_on_held_out_images(tmp_path, ckpt, images, sample_folder):

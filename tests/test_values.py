@@ -15,7 +15,7 @@ import tifffile
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior
+from tiny import png16, save_tiny_prior, tiny_unet
 
 from priorpaint.checkpoint import load_prior, value_rule_of
 from priorpaint.cli import UserError
@@ -113,13 +113,28 @@ def test_arrays_16_bit_and_multi_page_tiff_read_in_their_own_type(tmp_path):
         assert back.dtype == array.dtype
         np.testing.assert_array_equal(back, array)
 
-    colour16 = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(colour16, "PNG")
-    data = bytearray(colour16.getvalue())
-    data[24] = 16   # a 16-bit colour header: Pillow would read it as 8 bits, so it is refused
-    (tmp_path / "c16.png").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="c16.png: 16-bit colour PNG.*TIFF"):
-        read_array(tmp_path / "c16.png")
+
+
+def test_16_bit_colour_png_is_read_at_full_depth(tmp_path):
+    """16-bit RGB(A) PNGs (photography, microscopy) keep every level; Pillow alone would
+    keep only the high byte."""
+    from priorpaint.imageio import array_from_bytes, output_suffix
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 65536, (11, 13, 3), dtype=np.uint16)
+    rgb[0, 0] = (1, 256, 65535)   # low byte only, high byte only, both
+    (tmp_path / "c16.png").write_bytes(png16(rgb))
+    values, alpha = read_array(tmp_path / "c16.png")
+    assert values.dtype == np.uint16 and alpha is None
+    np.testing.assert_array_equal(values, rgb)
+    np.testing.assert_array_equal(array_from_bytes(png16(rgb), "png"), rgb)   # shard members
+    assert output_suffix(tmp_path / "c16.png", values) == ".tif"   # written back losslessly
+
+    rgba = rng.integers(0, 65536, (6, 9, 4), dtype=np.uint16)
+    (tmp_path / "a16.png").write_bytes(png16(rgba))
+    values, alpha = read_array(tmp_path / "a16.png")
+    np.testing.assert_array_equal(values, rgba[..., :3])
+    np.testing.assert_array_equal(alpha, rgba[..., 3])
 
 
 def photos(folder: Path) -> dict[str, np.ndarray]:
@@ -314,6 +329,35 @@ def test_the_page_refuses_what_it_cannot_show_in_one_line(tmp_path):
         read_upload(tmp_path / "deep.png", 1)
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "flat.png")
     assert read_upload(tmp_path / "flat.png", 1).pixels.dtype == np.uint8
+    (tmp_path / "deep_rgb.png").write_bytes(png16(np.full((8, 8, 3), 1000, np.uint16)))
+    with pytest.raises(ValueError, match=r"^deep_rgb.png holds uint16 values; the page reads"):
+        read_upload(tmp_path / "deep_rgb.png", 3)
+    np.save(tmp_path / "bands.npy", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"^bands.npy has 4 channels; the page shows grey or "
+                                         r"colour \(RGB\) images: inpaint it with sample.py"):
+        read_upload(tmp_path / "bands.npy", 3)
+
+
+def test_the_page_refuses_priors_it_cannot_show_in_one_line(tmp_path):
+    """An N-channel prior, or one whose data.range is not a whole integer type, is refused
+    when loaded (app.py: one line, exit 2; the page: the checkpoint list's error)."""
+    from priorpaint.app.prior import load
+    from priorpaint.checkpoint import save_prior
+    from priorpaint.diffusion import GaussianDiffusion
+
+    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": 20})
+    two = save_tiny_prior(tmp_path / "mri.ckpt", 2, (8, 8))
+    with pytest.raises(UserError, match=r"^checkpoint mri.ckpt is a 2-channel prior; the page "
+                                        r"inpaints grey or RGB images only"):
+        load(two, device="cpu", time_batches=())
+    scans = save_prior(tmp_path / "scans.ckpt", tiny_unet(1), diffusion, (8, 8), 1,
+                       values=ValueRule("uint16", 0.0, 4095.0))
+    with pytest.raises(UserError, match=r"^checkpoint scans.ckpt was trained on uint16 values "
+                                        r"in \[0, 4095\] \(data.range\); the page reads 8-bit"):
+        load(scans, device="cpu", time_batches=())
+    deep = save_prior(tmp_path / "deep.ckpt", tiny_unet(1), diffusion, (8, 8), 1,
+                      values=value_rule("uint16"))   # full range: 8-bit images scale, kept
+    assert load(deep, device="cpu", time_batches=()).prior.channels == 1
 
 
 def test_8_bit_only_readers_refuse_other_types_in_one_line(tmp_path):

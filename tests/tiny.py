@@ -4,6 +4,9 @@ Test modules import these (``from tiny import ...``; tests/ is on the path): a c
 tiny network's layout is made here once.
 """
 
+import struct
+import zlib
+
 import numpy as np
 import torch
 from PIL import Image
@@ -50,3 +53,32 @@ def write_random_images(folder, *shapes):
         pixels = rng.integers(0, 256, shape, dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{chr(ord('a') + index)}.png")
     return folder
+
+
+def png16(values: np.ndarray) -> bytes:
+    """A 16-bit RGB (C=3) or RGBA (C=4) PNG of uint16 ``values``, written here with zlib (no
+    library in the project writes one); row y uses filter y % 5, so None, Sub, Up, Average
+    and Paeth are all decoded."""
+    height, width, channels = values.shape
+    bpp = 2 * channels
+    raw = np.frombuffer(values.astype(">u2").tobytes(), np.uint8).reshape(height, -1)
+    raw = raw.astype(np.int64)
+    rows = []
+    for y in range(height):
+        a = np.concatenate([np.zeros(bpp, np.int64), raw[y, :-bpp]])        # left
+        b = raw[y - 1] if y else np.zeros_like(raw[y])                      # up
+        c = np.concatenate([np.zeros(bpp, np.int64), b[:-bpp]])             # up-left
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        predicted = [0 * a, a, b, (a + b) // 2, paeth][y % 5]
+        rows.append(bytes([y % 5]) + ((raw[y] - predicted) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+

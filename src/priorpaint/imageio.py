@@ -291,6 +291,37 @@ def _sixteen_bit_colour_png(head: bytes) -> bool:
     return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6)
 
 
+def _png16_colour(source) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values uint16 (H, W, 3), alpha uint16 (H, W) or None) of a 16-bit RGB / RGBA PNG
+    (a path, or the file's bytes).
+
+    Why this way: Pillow has no 16-bit colour mode and hands back only the high byte of each
+    sample (its ``RGB;16B`` unpacker), and the libraries that read such files fully (OpenCV,
+    imageio's plugins) are not dependencies. Pillow's PNG decoder does the real work
+    (inflate, the five row filters, Adam7 interlacing) on whole 6- or 8-byte pixels whatever
+    the unpacker keeps, so decoding twice -- once keeping each sample's big-endian high byte
+    (``;16B``), once its low byte (``;16L`` reads the pair as little-endian, whose high byte
+    is the low one) -- gives every bit: value = high * 256 + low. EXIF orientation is applied
+    to both halves alike.
+    """
+    halves = []
+    for order in ("B", "L"):
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            (tile,) = image.tile
+            rawmode = tile[3]
+            if not (isinstance(rawmode, str) and rawmode in ("RGB;16B", "RGBA;16B")):
+                raise ValueError(f"16-bit colour PNG decoded as {rawmode!r}, which this reader "
+                                 f"does not know; save it as a 16-bit TIFF (or .npy)")
+            image.tile = [(tile[0], tile[1], tile[2], rawmode[:-1] + order)]
+            image.load()
+            halves.append(np.asarray(ImageOps.exif_transpose(image)))
+    high, low = halves
+    values = (high.astype(np.uint16) << 8) | low.astype(np.uint16)
+    if values.shape[-1] == 4:
+        return values[..., :3], values[..., 3]
+    return values, None
+
+
 def _tiff(source) -> tuple[np.ndarray, np.ndarray | None] | None:
     """(values, alpha) of a TIFF that Pillow would not read at full precision, else None.
 
@@ -346,8 +377,7 @@ def read_array(path) -> tuple[np.ndarray, np.ndarray | None]:
         with open(path, "rb") as handle:
             head = handle.read(32)
         if _sixteen_bit_colour_png(head):
-            raise ValueError("16-bit colour PNG: Pillow reads only 8 bits of it; save it as a "
-                             "16-bit TIFF (or .npy) to keep every level")
+            return _png16_colour(path)
         if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             found = _tiff(path)
             if found is not None:
@@ -371,6 +401,8 @@ def array_from_bytes(data: bytes, ext: str) -> np.ndarray:
         found = _tiff(io.BytesIO(data))
         if found is not None:
             return found[0]
+    if _sixteen_bit_colour_png(data[:32]):
+        return _png16_colour(data)[0]
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         return _photo(image)[0]

@@ -56,6 +56,7 @@ class RunRequest:
     eta: float | None = None
     n_samples: int = 1
     seed: int = 0
+    fit: str | None = None      # None: the config's ``fit`` (the page: its prior's, fit_for)
 
 
 @dataclass
@@ -77,7 +78,8 @@ class RunResult:
 
 
 # configs/app.yaml keys that are the page's own, not sample.py's (kept out of run.yaml)
-APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "preview_every",
+APP_KEYS = ("port", "host", "auth", "runs", "examples", "examples_by_prior", "fit_by_prior",
+            "preview_every",
             "max_samples", "time_batches", "history")
 
 
@@ -221,7 +223,8 @@ def _run(loaded, request, base: RunOptions, run_dir: Path, on_progress, on_previ
                         request.jump_n_sample, request.eta),
         ckpt=str(loaded.path), images=str(input_file), mask=str(mask_file), out=str(run_dir),
         overwrite=False, n_samples=int(request.n_samples), seed=int(request.seed),
-        use_ema=loaded.use_ema, device=str(loaded.device), progress=False)
+        use_ema=loaded.use_ema, device=str(loaded.device), progress=False,
+        **({"fit": request.fit} if request.fit is not None else {}))
     # sample.py's own preparation: it reads the saved files back as sample.py reads them
     job = prepare(options, loaded.prior, loaded.device, ckpt_sha256=loaded.sha256)
     image = job.inputs[0]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import array_to_image, save_png
+from ..imageio import array_to_image, read_array, save_png
 from ..masks import MASK_KINDS, canonical_kind, make_mask, mask_seed, resize_mask
 from ..sampling.images import InputImage, load_input
 
@@ -63,6 +63,11 @@ def read_file(path) -> InputImage:
         if "cannot read image" in str(e):
             raise ValueError(f"{path.name} is not an image this page can read; upload a PNG, "
                              f"JPEG, BMP or WebP file") from e
+        have = read_array(path)[0].shape[-1]   # an .npy / TIFF of N channels
+        if have not in (1, 3):
+            raise ValueError(f"{path.name} has {have} channels; the page shows grey or colour "
+                             f"(RGB) images: inpaint it with sample.py, which takes any channel "
+                             f"count (docs/values.md)") from e
         raise
     if image.pixels.dtype != np.uint8:   # the page shows and returns 8-bit images only
         raise ValueError(f"{path.name} holds {image.pixels.dtype} values; the page reads 8-bit "
@@ -94,8 +99,10 @@ def input_from_array(pixels: np.ndarray, name: str, channels: int) -> InputImage
     return for_prior(image, channels)[0]
 
 
-def for_prior(image: InputImage, channels: int) -> tuple[InputImage, str | None]:
-    """``image`` as a prior of ``channels`` channels sees it, and a note when it was changed.
+def for_prior(image: InputImage, channels: int,
+              label: str | None = None) -> tuple[InputImage, str | None]:
+    """``image`` as a prior of ``channels`` channels sees it, and a note when it was changed
+    (naming the image by ``label``, default its file name).
 
     Colour for a grey prior becomes grey by PIL's ``convert("L")`` (ITU-R 601 luma,
     L = 0.299 R + 0.587 G + 0.114 B); alpha is kept. Grey stays grey (an RGB prior sees it
@@ -105,7 +112,7 @@ def for_prior(image: InputImage, channels: int) -> tuple[InputImage, str | None]
     if channels != 1 or image.pixels.shape[-1] != 3 or is_grey(image.pixels):
         return image, None
     grey = np.asarray(Image.fromarray(image.pixels, "RGB").convert("L"))[..., None]
-    note = (f"{image.path.name} is colour but the prior is grey: converted to grey "
+    note = (f"{label or image.path.name} is colour but the prior is grey: converted to grey "
             f"(luma 0.299 R + 0.587 G + 0.114 B); the result is grey")
     return InputImage(image.path, grey, "L", image.alpha), note
 
@@ -185,14 +192,15 @@ def check_mask(mask: torch.Tensor) -> None:
 
 
 def size_note(image: InputImage, image_size: tuple[int, int], channels: int,
-              fit: str = "resize") -> str | None:
+              fit: str = "resize", label: str | None = None) -> str | None:
     """What happens to an image the prior was not trained at (sample.py's handling under
-    ``fit``), or None."""
+    ``fit``), or None; the image is named by ``label`` (default its file name)."""
     from ..sampling.fit import resolve_fit
 
+    name = label or image.path.name
     notes = []
     if tuple(image.size) != tuple(image_size):
-        size = (f"{image.path.name} is {image.size[0]}×{image.size[1]} but the prior works "
+        size = (f"{name} is {image.size[0]}×{image.size[1]} but the prior works "
                 f"at {image_size[0]}×{image_size[1]}")
         how = {"resize": "the model sees it resized (bicubic), the result is resized back",
                "crop": "each hole is inpainted in windows of the prior's size at the image's "
@@ -201,7 +209,7 @@ def size_note(image: InputImage, image_size: tuple[int, int], channels: int,
         notes.append(f"{size}: {how[resolve_fit(fit, image.size, image_size)]} and the known "
                      f"pixels are copied exactly")
     if image.pixels.shape[-1] == 1 and channels == 3:
-        notes.append(f"{image.path.name} is grey: the RGB prior sees it repeated on 3 channels "
+        notes.append(f"{name} is grey: the RGB prior sees it repeated on 3 channels "
                      f"and the result stays grey")
     return "; ".join(notes) or None
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import file_sha256
+from ..checkpoint import file_sha256, value_rule_of
+from ..cli import UserError
 from ..devices import resolve_device
 from ..sampling.labels import WithLabels
 from ..sampling.run import open_prior, prepare_model
 
-__all__ = ["LoadedPrior", "load", "describe", "list_checkpoints", "time_network_call"]
+__all__ = ["LoadedPrior", "load", "describe", "list_checkpoints", "time_network_call",
+           "check_shows"]
 
 
 @dataclass
@@ -54,9 +56,33 @@ def list_checkpoints(source) -> list[Path]:
     raise FileNotFoundError(f"ckpt={source} is neither a checkpoint file nor a folder")
 
 
+def check_shows(prior, name: str) -> None:
+    """Refuse, in one line naming the checkpoint, a prior whose data the page cannot show.
+
+    The page reads, shows and returns 8-bit grey or RGB images. A prior of another channel
+    count (2-channel MRI, 4-band tiles) has no picture to paint on, and one trained with a
+    ``data.range=[lo, hi]`` that is not a whole integer type (12-bit scans, float depth) would
+    map 8-bit levels through that range, i.e. clip or darken them. A full-range uint8 or
+    uint16 prior takes 8-bit images scaled by their own depth (docs/values.md), so it is kept.
+    """
+    channels = int(prior.channels)
+    if channels not in (1, 3):
+        raise UserError(f"checkpoint {name} is a {channels}-channel prior; the page inpaints "
+                        f"grey or RGB images only: inpaint with sample.py, which takes any "
+                        f"channel count (docs/values.md)")
+    rule = value_rule_of(prior.info)
+    if not rule.is_full_integer_range:
+        raise UserError(f"checkpoint {name} was trained on {rule.dtype} values in "
+                        f"[{rule.lo:g}, {rule.hi:g}] (data.range); the page reads 8-bit "
+                        f"images only: inpaint with sample.py, which keeps that range "
+                        f"(docs/values.md)")
+
+
 def load(path, device: str = "auto", use_ema: bool = True, time_batches=(1, 2)) -> LoadedPrior:
-    """Open checkpoint ``path`` on ``device`` and time one network call per batch size."""
+    """Open checkpoint ``path`` on ``device`` (one the page can show: :func:`check_shows`) and
+    time one network call per batch size."""
     prior = open_prior(Path(str(path)), use_ema)
+    check_shows(prior, Path(str(path)).name)
     resolved = resolve_device(str(device))
     loaded = LoadedPrior(Path(str(path)), prior, resolved, file_sha256(Path(str(path))), use_ema)
     network = prepare_model(prior, resolved)   # as every run calls it (sample.py's own)

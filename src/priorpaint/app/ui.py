@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from ..cli import USER_ERRORS, UserError, one_line  # noqa: E402
 from ..imageio import list_images  # noqa: E402
 from ..sampling.api import SAMPLERS  # noqa: E402
+from ..sampling.fit import resolve_fit  # noqa: E402
 from ..sampling.images import InputImage, comparison_grid, masked_view  # noqa: E402
 from ..sampling.samplers import resolve_options  # noqa: E402
 from .engine import (  # noqa: E402
@@ -96,6 +97,7 @@ def visitor_error(error, roots=()) -> gr.Error:
     return gr.Error(text, duration=None, print_exception=False)
 
 
+CANVAS_LABEL = "the image dropped on the editor"   # how notes name a canvas image
 ERROR_MARK = "❌"   # an error in the page's lines (notes such as "resized" are ⚠)
 
 
@@ -248,6 +250,18 @@ def gallery_columns(n: int) -> int:
     return max(1, min(4, int(np.ceil(np.sqrt(n)))))
 
 
+def by_prior_name(by_prior, checkpoint: str, default):
+    """The value of the first pattern of ``by_prior`` (configs/app.yaml's ``*_by_prior``
+    maps) that matches ``checkpoint``'s file name or stem (fnmatch), else ``default``."""
+    from fnmatch import fnmatch
+
+    name = Path(checkpoint).name
+    for pattern, value in dict(by_prior or {}).items():
+        if fnmatch(name, str(pattern)) or fnmatch(Path(name).stem, str(pattern)):
+            return value
+    return default
+
+
 def example_images(by_prior, folder, checkpoint: str) -> list[str]:
     """The example images offered with ``checkpoint`` (its name in the page's list), by
     configs/app.yaml's rule: the folder of the first ``examples_by_prior`` pattern that
@@ -256,13 +270,7 @@ def example_images(by_prior, folder, checkpoint: str) -> list[str]:
     Why by name: a checkpoint does not record which images suit it, and its file name is
     what the person who set up the page chose. A folder that does not exist offers nothing
     (a prior's examples may come later)."""
-    from fnmatch import fnmatch
-
-    name = Path(checkpoint).name
-    for pattern, chosen in dict(by_prior or {}).items():
-        if fnmatch(name, str(pattern)) or fnmatch(Path(name).stem, str(pattern)):
-            folder = chosen
-            break
+    folder = by_prior_name(by_prior, checkpoint, folder)
     if folder in (None, "", "null") or not Path(str(folder)).is_dir():
         return []
     return [str(p) for p in list_images(Path(str(folder)), recursive=False)]
@@ -298,6 +306,11 @@ class Page:
         self._examples = {name: example_images(cfg.get("examples_by_prior"),
                                                cfg.get("examples"), name)
                           for name in self.checkpoints}
+        # each prior's fit (fit_by_prior, else fit), checked now: a typo is one line at launch
+        self._fits = {name: str(by_prior_name(cfg.get("fit_by_prior"), name, cfg.get("fit")))
+                      for name in self.checkpoints}
+        for fit in set(self._fits.values()):
+            resolve_fit(fit, (1, 1), (1, 1))
         self._priors: dict[str, LoadedPrior] = {}
         self._loading = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
@@ -317,6 +330,15 @@ class Page:
     def examples_for(self, choice: str | None) -> list[str]:
         """The example images of listed checkpoint ``choice`` (configs/app.yaml's examples)."""
         return self._examples.get(self.default if choice in (None, "") else str(choice), [])
+
+    def fit_for(self, choice: str | None) -> str:
+        """How images of another size meet listed checkpoint ``choice``: the value of the
+        first ``fit_by_prior`` pattern its name matches, else ``fit``. Why per prior: a 32x32
+        digit prior is best given a 28x28 digit resized, but a 64x64 photo prior given a
+        481x321 photo resized would fill the hole from a 64x64 thumbnail; photos want
+        ``crop`` (windows at the photo's own resolution)."""
+        return self._fits.get(self.default if choice in (None, "") else str(choice),
+                              self.options.fit)
 
     def checkpoint_choices(self) -> list[tuple[str, str]]:
         """(label, value) for the checkpoint list: the file name, and the folder as a hint
@@ -373,12 +395,12 @@ class Page:
         """File or example chosen: (editor value, source state, masked view, note)."""
         if path is None:
             return None, None, None, ""
-        loaded = self.prior(chosen)
+        self.prior(chosen)   # an unlisted choice is refused before the file is read
         try:
             source = read_file(path)   # the file's own pixels; fitted to the prior at use
         except USER_ERRORS as e:
             raise self._error(e) from e
-        image, note = self._fitted(source, loaded)
+        image, note = self._fitted(source, chosen)
         if note:
             gr.Warning(note.removeprefix("⚠ "))
         return (self._editor(image), source,
@@ -433,15 +455,40 @@ class Page:
             return None, gr.skip()
         return str(path), MASK_FILE
 
-    def _fitted(self, source: InputImage, loaded: LoadedPrior) -> tuple[InputImage, str]:
-        """``source`` as ``loaded`` sees it, and the note the page shows about it ("" if none):
-        colour converted for a grey prior, grey repeated for an RGB one, another size."""
-        prior = loaded.prior
-        image, converted = for_prior(source, prior.channels)
+    def _fitted(self, source: InputImage, chosen: str | None,
+                label: str | None = None) -> tuple[InputImage, str]:
+        """``source`` as prior ``chosen`` sees it, and the note the page shows about it (""
+        if none): colour converted for a grey prior, grey repeated for an RGB one, another
+        size (under the prior's :meth:`fit_for`). The note names the image by ``label``
+        (default its file name)."""
+        prior = self.prior(chosen).prior
+        image, converted = for_prior(source, prior.channels, label)
         notes = [converted, size_note(image, prior.image_size, prior.channels,
-                                      self.options.fit)]
+                                      self.fit_for(chosen), label)]
         text = "; ".join(n for n in notes if n)
         return image, (f"⚠ {text}" if text else "")
+
+    def take_canvas(self, editor, source: InputImage | None = None, chosen: str | None = None):
+        """An image dropped (or uploaded) onto the editor itself: the note line says what the
+        prior will see, as for an uploaded file -- colour converted to grey for a grey prior,
+        grey repeated for an RGB one, another size. Why: the run converts the canvas without
+        a word otherwise (``current_input``), and a visitor would find a grey result from a
+        colour picture unexplained. The editor reports the page's own image (an upload or
+        example it shows, enlarged) as an upload too: then the upload's note stays."""
+        background = (editor or {}).get("background")
+        if background is None:
+            return ""
+        if source is not None and (_same_pixels(background, source) or _same_pixels(
+                background, for_prior(source, self.prior(chosen).prior.channels)[0])):
+            return gr.skip()
+        try:
+            own = input_from_array(background, "canvas", 3)   # 3: its own colours, kept
+        except USER_ERRORS as e:
+            raise self._error(e) from e
+        _, note = self._fitted(own, chosen, CANVAS_LABEL)
+        if note:
+            gr.Warning(note.removeprefix("⚠ "))
+        return note
 
     def take_example(self, chosen: str | None = None, evt: gr.SelectData = None) -> tuple:
         index = getattr(evt, "index", None)
@@ -457,7 +504,7 @@ class Page:
         gallery = gr.update(value=examples or None, visible=bool(examples))
         if source is None:
             return gallery, "", gr.skip()
-        image, note = self._fitted(source, self.prior(chosen))
+        image, note = self._fitted(source, chosen)
         return gallery, note, self._editor(image)
 
     def current_input(self, editor, source: InputImage | None,
@@ -518,8 +565,10 @@ class Page:
         n, batch = int(n_samples), self.options.batch_size
         seconds = estimate_seconds(loaded, calls, n, batch)
         per_call = loaded.call_seconds.get(1, float("nan"))
-        return (f"**{calls:,} network calls** per sample · {n} sample(s) in "
-                f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}** on "
+        # fit=crop (a photo larger than the prior): one sampler run per window around the hole
+        windows = " per window" if self.fit_for(chosen) == "crop" else ""
+        return (f"**{calls:,} network calls** per sample{windows} · {n} sample(s) in "
+                f"{-(-n // batch)} batch(es) · about **{_seconds(seconds)}**{windows} on "
                 f"{loaded.device} (one call measured at {per_call * 1000:.1f} ms)")
 
     # ----------------------------------------------------------------------- a run
@@ -561,7 +610,8 @@ class Page:
         job = RunRequest(image=image, mask=mask, sampler=str(sampler), steps=parse_steps(steps),
                          jump_length=_blank_or(int, jump_length),
                          jump_n_sample=_blank_or(int, jump_n_sample), eta=_blank_or(float, eta),
-                         n_samples=int(n_samples), seed=int(seed or 0))
+                         n_samples=int(n_samples), seed=int(seed or 0),
+                         fit=self.fit_for(chosen))
         try:
             plan_calls(loaded, self.options, job.sampler, job.steps, job.jump_length,
                        job.jump_n_sample, job.eta)
@@ -905,6 +955,9 @@ def build(page: Page) -> gr.Blocks:
         # an image's errors stay in the note line (loaded[3]) until the next image
         upload.upload(shows_errors(page.take_upload, len(loaded), 3), [upload, chosen], loaded,
                       **light).then(page.brush_for, source, brush, **light)
+        # an image dropped on the editor itself: the same note line (colour -> grey, size)
+        editor.upload(shows_errors(page.take_canvas, 1, 0), [editor, source, chosen], note,
+                      **light)
         examples.select(shows_errors(page.take_example, len(loaded), 3), chosen, loaded,
                         **light).then(page.brush_for, source, brush, **light)
         mask_path = gr.State(None)   # this visitor's uploaded mask file

@@ -33,7 +33,8 @@ def load_heldout(prior: Prior, source, max_images: int | None = None
         image = load_input(path, prior.channels)
         if image.pixels.dtype != np.uint8:   # the discretised likelihood has 256 bins
             raise ValueError(f"image {path} holds {image.pixels.dtype} values; bits/dim are "
-                             f"defined on 8-bit levels (docs/values.md)")
+                             f"defined on 8-bit levels (256 bins per value): give nll_images= "
+                             f"8-bit files (docs/values.md)")
         resized += image.size != tuple(prior.image_size)
         tensors.append(from_uint8(to_uint8(to_model(image, prior.channels, prior.image_size))))
     if resized:

@@ -18,7 +18,8 @@ import torch
 import yaml
 from einops import rearrange
 
-from ..imageio import LEVELS, from_uint8, read_pixels
+from ..cli import UserError
+from ..imageio import LEVELS, from_uint8, read_array
 from ..masks import load_masks_for
 from ..metrics import aggregate, diversity, known_region_error, lpips, lpips_diversity, psnr, ssim
 from ..sampling.images import InputImage, input_files, load_input
@@ -63,13 +64,29 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return rearrange(from_uint8(pixels), "h w c -> c h w")
 
 
+def _scorable(values: np.ndarray, path, what: str) -> np.ndarray:
+    """``values`` if they are 8-bit grey or RGB, else a one-line UserError naming ``path``.
+
+    Why refuse rather than score: PSNR and the known-pixel error here are on 255 levels and
+    LPIPS / Inception take grey or RGB; 16-bit, float or N-channel values (docs/values.md)
+    would be scored on the wrong scale without a word.
+    """
+    if values.dtype == np.uint8 and values.shape[-1] in (1, 3):
+        return values
+    raise UserError(f"{what} {path} holds {values.dtype} values in {values.shape[-1]} "
+                    f"channel(s); evaluate.py scores 8-bit grey or RGB images only: score "
+                    f"this run's files with your own code, or evaluate an 8-bit run "
+                    f"(docs/values.md)")
+
+
 def _read_output(path: Path, like: InputImage | None, channels: int) -> np.ndarray:
     """An output file's uint8 (H, W, C), alpha dropped; its shape must be its input's."""
     if not path.is_file():
         raise FileNotFoundError(f"output {path} listed in {RUN_RECORD} is missing; re-run the "
                                 f"sample.py command to write it")
     expected = like.pixels.shape if like is not None else None
-    pixels = read_pixels(path, expected[-1] if expected else channels)
+    pixels = _scorable(read_array(path)[0], path, "output")[..., :expected[-1] if expected
+                                                           else channels]
     if expected is not None and pixels.shape != expected:
         raise ValueError(f"output {path} is {pixels.shape} (H, W, C) but its input {like.path} "
                          f"is {expected}: the folder was made from other images; pass the "
@@ -109,9 +126,7 @@ def _load_inputs(folder: Path, record: dict, outputs: dict[int, list[Path]], ima
                              f"{names[i]}: pass the run's own images=")
     inputs = [load_input(p, int(record["resolved"]["channels"])) for p in paths]
     for image in inputs:   # the metrics are defined on 8-bit levels (LPIPS, FID, PSNR at 255)
-        if image.pixels.dtype != np.uint8:
-            raise ValueError(f"input {image.path} holds {image.pixels.dtype} values; evaluate.py "
-                             f"scores 8-bit runs only (docs/values.md)")
+        _scorable(image.pixels, image.path, "input")
     spec = mask if mask is not None else config["mask"]
     try:
         masks = load_masks_for(paths, str(spec), sizes=[i.size for i in inputs],
@@ -164,7 +179,8 @@ def _set_metrics(suite: MetricSuite, counts: dict[bool, int], seed: int,
 def _add_real_images(suite: MetricSuite, real_images, channels: int, counts) -> None:
     """Reference images for FID/KID, one at a time (they may differ in size)."""
     for path in input_files(real_images):
-        suite.inception.update(to_tensor(load_input(path, channels).pixels)[None], real=True)
+        pixels = _scorable(load_input(path, channels).pixels, path, "real_images file")
+        suite.inception.update(to_tensor(pixels)[None], real=True)
         counts[True] += 1
 
 

@@ -355,7 +355,8 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
     # the downloads are copies named by content (Gradio's cache): the same painted mask is
     # the same file, every result file is the visitor's own
     own = {name: {h for h in hrefs if not h.endswith("/mask.png")} for name, hrefs in links.items()}
-    assert len(own["a"]) == len(own["b"]) == 5 and not own["a"] & own["b"]
+    # the zip, run.yaml and the eight samples
+    assert len(own["a"]) == len(own["b"]) == 10 and not own["a"] & own["b"]
     assert not any(str(tmp_path) in href for href in links["a"] + links["b"])   # no run folder
     for name, ckpt in (("a", "b_long.ckpt"), ("b", "a_short.ckpt")):
         record = next(h for h in links[name] if h.split("?")[0].endswith("run.yaml"))

@@ -29,6 +29,7 @@ from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
 from ..data.transforms import pair
 from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
+from ..diffusion.loss_weights import mse_weight_table
 from ..imageio import ValueRule
 from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 # training default is written (a Python caller composes it: ``compose_config([...]).module``).
 EMA_KEYS = ("rates", "update_every", "update_after_step", "inv_gamma", "power")
 LR_SCHEDULE_KEYS = ("warmup_steps", "decay", "min_ratio")
+LOSS_WEIGHT_KEYS = ("gamma", "k", "sigma_data")
 
 
 class DiffusionPriorModule(pl.LightningModule):
@@ -65,6 +67,10 @@ class DiffusionPriorModule(pl.LightningModule):
         ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
             ``inv_gamma``, ``power`` (ema-pytorch's warm-up: the decay after n updates is
             min(rate, 1 - (1 + n / inv_gamma) ** -power), logged as ``train/ema_decay``).
+        loss_weight: weight of the MSE term over t: ``none`` (L_simple as the references),
+            ``min_snr``, ``p2`` or ``soft_min_snr`` (``diffusion.loss_weights``; L_vlb keeps
+            its weight). loss_weight_params: ``gamma``, ``k``, ``sigma_data`` (None: the
+            paper's value).
         timestep_sampler: ``uniform`` or ``loss-second-moment``.
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
@@ -79,6 +85,7 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
                  optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
+                 loss_weight: str, loss_weight_params: dict,
                  timestep_sampler: str, seed: int, log_every_n_steps: int,
                  data_info: dict | None = None, values: dict | None = None):
         super().__init__()
@@ -93,6 +100,17 @@ class DiffusionPriorModule(pl.LightningModule):
         self.model.check_input_size(*self.image_size)
         self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion)
         self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
+        self.loss_weight = str(loss_weight)
+        table = mse_weight_table(self.loss_weight, self.diffusion.alphas_cumprod,
+                                 self.diffusion.mean_type,
+                                 **_complete(loss_weight_params, LOSS_WEIGHT_KEYS,
+                                             "module.loss_weight_params"))
+        if table is not None and self.diffusion.loss in ("kl", "rescaled_kl"):
+            raise ValueError(f"module.loss_weight={self.loss_weight} weights the MSE term, which "
+                             f"diffusion.loss={self.diffusion.loss} does not optimise: use "
+                             f"diffusion.loss=hybrid or mse, or module.loss_weight=none")
+        # per-t weight of the MSE term (float32; None: the unweighted loss, bit for bit)
+        self._mse_weights = None if table is None else table.to(torch.float32)
         ema_cfg = _complete(ema, EMA_KEYS, "module.ema")
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
@@ -157,8 +175,10 @@ class DiffusionPriorModule(pl.LightningModule):
                                              x0.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         output = self(x_t, t)
+        mse_weight = None if self._mse_weights is None else \
+            self._mse_weights.to(x0.device, non_blocking=True)[t]
         with torch.autocast(device_type=x0.device.type, enabled=False):
-            losses = self.diffusion.training_losses(output.float(), x0, t, noise)
+            losses = self.diffusion.training_losses(output.float(), x0, t, noise, mse_weight)
         if self._learns_from_losses:  # (skip the host sync of the boolean mask otherwise)
             per_example = losses["loss"].detach()
             finite = torch.isfinite(per_example)  # a NaN must not poison the loss history

@@ -28,7 +28,7 @@ from torch.distributed.tensor import DTensor
 from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
 from ..data.transforms import pair
-from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
+from ..diffusion import GaussianDiffusion, create_timestep_sampler
 from ..diffusion.loss_weights import mse_weight_table
 from ..imageio import ValueRule
 from ..seeding import Stream, stream_seed
@@ -71,7 +71,9 @@ class DiffusionPriorModule(pl.LightningModule):
             ``min_snr``, ``p2`` or ``soft_min_snr`` (``diffusion.loss_weights``; L_vlb keeps
             its weight). loss_weight_params: ``gamma``, ``k``, ``sigma_data`` (None: the
             paper's value).
-        timestep_sampler: ``uniform`` or ``loss-second-moment``.
+        timestep_sampler: ``uniform``, ``loss-second-moment`` or ``log-snr-normal`` (reweighted:
+            the objective stays the uniform one). log_snr_normal: its ``mean``, ``std`` (of log
+            SNR) and ``uniform_prob``.
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
         data_info: stored in the checkpoint payload under ``"data"`` (for provenance).
@@ -86,7 +88,7 @@ class DiffusionPriorModule(pl.LightningModule):
     def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
                  optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
                  loss_weight: str, loss_weight_params: dict,
-                 timestep_sampler: str, seed: int, log_every_n_steps: int,
+                 timestep_sampler: str, log_snr_normal: dict, seed: int, log_every_n_steps: int,
                  data_info: dict | None = None, values: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -98,8 +100,9 @@ class DiffusionPriorModule(pl.LightningModule):
         # an ADM UNet, or (init_from a diffusers prior) the adapter its stored config names
         self.model = build_network(_network_kwargs(dict(net), self.channels, self.diffusion))
         self.model.check_input_size(*self.image_size)
-        self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion)
-        self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
+        self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion,
+                                                        dict(log_snr_normal))
+        self._learns_from_losses = self.timestep_sampler.learns_from_losses
         self.loss_weight = str(loss_weight)
         table = mse_weight_table(self.loss_weight, self.diffusion.alphas_cumprod,
                                  self.diffusion.mean_type,

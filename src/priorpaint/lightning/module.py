@@ -35,6 +35,7 @@ from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
 from .nonfinite import check_optimizer_config
+from .posthoc_ema import PowerEMAs
 from .stats import QuartileMeans
 from .step_gate import OptimizerStepGate
 from .training_noise import draw_t_and_noise, example_seeds
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 EMA_KEYS = ("rates", "update_every", "update_after_step", "inv_gamma", "power")
 LR_SCHEDULE_KEYS = ("warmup_steps", "decay", "min_ratio")
 LOSS_WEIGHT_KEYS = ("gamma", "k", "sigma_data")
+POSTHOC_EMA_KEYS = ("sigma_rels", "snapshot_every", "dir")
 
 
 class DiffusionPriorModule(pl.LightningModule):
@@ -71,6 +73,9 @@ class DiffusionPriorModule(pl.LightningModule):
             ``min_snr``, ``p2`` or ``soft_min_snr`` (``diffusion.loss_weights``; L_vlb keeps
             its weight). loss_weight_params: ``gamma``, ``k``, ``sigma_data`` (None: the
             paper's value).
+        posthoc_ema: ``sigma_rels`` (None: off; e.g. [0.05, 0.10]), ``snapshot_every``, ``dir``:
+            power-function EMAs saved for ``python -m priorpaint.ema_posthoc`` (EDM2); they
+            run beside ``ema``, which sampling keeps using.
         timestep_sampler: ``uniform``, ``loss-second-moment`` or ``log-snr-normal`` (reweighted:
             the objective stays the uniform one). log_snr_normal: its ``mean``, ``std`` (of log
             SNR) and ``uniform_prob``.
@@ -87,7 +92,7 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
                  optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
-                 loss_weight: str, loss_weight_params: dict,
+                 posthoc_ema: dict, loss_weight: str, loss_weight_params: dict,
                  timestep_sampler: str, log_snr_normal: dict, seed: int, log_every_n_steps: int,
                  data_info: dict | None = None, values: dict | None = None):
         super().__init__()
@@ -117,6 +122,9 @@ class DiffusionPriorModule(pl.LightningModule):
         ema_cfg = _complete(ema, EMA_KEYS, "module.ema")
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
+        posthoc = _complete(posthoc_ema, POSTHOC_EMA_KEYS, "module.posthoc_ema")
+        self.posthoc_emas = None if not posthoc["sigma_rels"] else PowerEMAs(
+            self.model, posthoc["sigma_rels"], posthoc["snapshot_every"], posthoc["dir"])
         self.optimizer_cfg = dict(optimizer)
         check_optimizer_config(self.optimizer_cfg, grad_clip)
         self.lr_schedule_cfg = _complete(lr_schedule, LR_SCHEDULE_KEYS, "module.lr_schedule")
@@ -143,6 +151,9 @@ class DiffusionPriorModule(pl.LightningModule):
         """
         if self.device_mesh is None:
             return
+        if self.posthoc_emas is not None:
+            raise ValueError("module.posthoc_ema reads whole weights and does not support "
+                             "trainer=fsdp yet: set module.posthoc_ema.sigma_rels=null")
         if not len(self.emas):
             raise ValueError("trainer=fsdp samples and saves the whole EMA network, the sharded "
                              "raw weights cannot be sampled on rank 0: set module.ema.rates "
@@ -233,6 +244,10 @@ class DiffusionPriorModule(pl.LightningModule):
         if not self._step_skipped:
             for ema in self.emas:
                 ema.update()
+            if self.posthoc_emas is not None:
+                self.posthoc_emas.update(self.model)
+                if self.posthoc_emas.snapshot_due() and self.global_rank == 0:
+                    self.posthoc_emas.save_snapshot(self.global_step)
 
     @property
     def last_step_skipped(self) -> bool:
@@ -241,6 +256,13 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._gate.reset(self.trainer)
+
+    def on_train_end(self) -> None:
+        # the last update is a snapshot too, so post-hoc EMA can end where training did
+        posthoc = self.posthoc_emas
+        if posthoc is not None and int(posthoc.updates) > 0 and not posthoc.snapshot_due() \
+                and self.global_rank == 0:
+            posthoc.save_snapshot(self.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if not self._gate.stepped(self.trainer):   # a micro-batch of an accumulated step

@@ -82,7 +82,7 @@ def quarters(run_dir: Path) -> list[float] | None:
 def write_table(results, runs_dir: Path | None, out: Path) -> None:
     variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("committed", "base"), v))
     lines = ["| variant | seed | " + " | ".join(str(s) for s in STEPS) +
-             " | clean at | MSE per t-quarter at 1000 (q0 low noise ... q3) |",
+             " | clean at | MSE per t-quarter, last logged step (q0 least noise ... q3) |",
              "|---|---|" + "---|" * len(STEPS) + "---|---|"]
     rows_csv = []
     for variant in variants:

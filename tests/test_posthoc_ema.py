@@ -110,6 +110,7 @@ def test_weights_of_a_stored_profile_pick_that_snapshot():
     assert np.allclose(weights, [0, 0, 0, 1], atol=1e-8)
 
 
+@pytest.mark.slow
 def test_training_writes_snapshots_and_the_command_writes_a_prior(tmp_path, capsys):
     from priorpaint.checkpoint import load_prior
     from priorpaint.lightning.launch import compose_config, run_training

@@ -8,9 +8,9 @@ seed<k>.json`` (``benchmarks/README.md`` 5b's scoring: ``data=digits``, 100 samp
 draw at 250 and four pooled from 500 on); ``runs=`` the training runs' folders of the same
 names (their TensorBoard ``train/mse_q*``: the MSE per quarter of t). ``committed=`` (default
 ``quickstart_s0,quickstart_s1``) adds today's preset's committed scores in
-``benchmarks/results/prior_clean`` (bf16-mixed, four draws pooled) as the ``committed``
-baseline, next to any baseline retrained in this session (``base``). (Their grids rescored with
-this machine's classifier, ``prior_clean.py grids=...``, read within 0.01 of the stored JSON.)
+``benchmarks/results/prior_clean`` (bf16-mixed, four draws pooled) as the baseline, variant
+``preset``, beside any baseline retrained here (``base``). (Their grids rescored with this
+machine's classifier, ``prior_clean.py grids=...``, read within 0.01 of the stored JSON.)
 
 Writes ``out/table.md`` (pooled confident / FD per checkpoint, "clean at" = the first
 checkpoint whose pooled draws are clean, MSE per t-quarter at the last logged step),
@@ -60,7 +60,7 @@ def committed(names: list[str]) -> dict[tuple[str, int], dict[int, dict]]:
         if s["run"] in names and s["weights"] == "ema" and s["respacing"] == "100" \
                 and s["step"] in STEPS:
             seed = int(RUN.match(s["run"])["seed"])
-            out.setdefault(("committed", seed), {}).setdefault(s["step"], []).append(s)
+            out.setdefault(("preset", seed), {}).setdefault(s["step"], []).append(s)
     return {key: {step: pool(draws) for step, draws in rows.items()} for key, rows in out.items()}
 
 
@@ -80,7 +80,7 @@ def quarters(run_dir: Path) -> list[float] | None:
 
 
 def write_table(results, runs_dir: Path | None, out: Path) -> None:
-    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("committed", "base"), v))
+    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
     lines = ["| variant | seed | " + " | ".join(str(s) for s in STEPS) +
              " | clean at | MSE per t-quarter, last logged step (q0 least noise ... q3) |",
              "|---|---|" + "---|" * len(STEPS) + "---|---|"]
@@ -98,7 +98,7 @@ def write_table(results, runs_dir: Path | None, out: Path) -> None:
                     rows_csv.append({"variant": variant, "seed": seed, "step": step,
                                      "draws": p["draws"], "confident": round(p["confident"], 4),
                                      "fd": round(p["fd"], 2), "clean": p["clean"]})
-            q = quarters(runs_dir / f"{variant}_s{seed}") if runs_dir and variant != "committed" \
+            q = quarters(runs_dir / f"{variant}_s{seed}") if runs_dir and variant != "preset" \
                 else None
             qtext = "-" if not q or None in q else " / ".join(f"{v:.4f}" for v in q)
             at = clean_at(rows)
@@ -119,7 +119,7 @@ def plot(results, path: Path, bound: float) -> None:
 
     colours = [(127, 127, 127), (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44),
                (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("committed", "base"), v))
+    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
     w, h, pad, lo, hi = 520, 320, 60, 0.3, 1.0
     image = Image.new("RGB", (w + 2 * pad + 170, h + 2 * pad), "white")
     draw = ImageDraw.Draw(image)

@@ -1,14 +1,15 @@
 """Issue #31's screen: steps to clean per training factor on the quickstart's digits.
 
     python benchmarks/training_speed.py scores=/work/runs31/scores runs=/work/runs31 \
-        cache=/work/runs31/cache out=benchmarks/results/training_speed
+        cache=/work/runs31/cache out=docs/results/training_speed
 
 ``scores=`` holds ``prior_clean.py``'s JSON per draw, named ``<variant>_s<seed>_step<N>_ema_100_
 seed<k>.json`` (``benchmarks/README.md`` 5b's scoring: ``data=digits``, 100 sampling steps, one
 draw at 250 and four pooled from 500 on); ``runs=`` the training runs' folders of the same
 names (their TensorBoard ``train/mse_q*``: the MSE per quarter of t). ``committed=`` (default
 ``quickstart_s0,quickstart_s1``) adds today's preset's committed scores in
-``benchmarks/results/prior_clean`` (bf16-mixed, four draws pooled) as the baseline, variant
+``docs/results/training_speed/preset_scores`` (prior_clean.py's JSON of the runs behind the
+README's training table, bf16-mixed, four draws pooled) as the baseline, variant
 ``preset``, beside any baseline retrained here (``base``). (Their grids rescored with this
 machine's classifier, ``prior_clean.py grids=...``, read within 0.01 of the stored JSON.)
 
@@ -31,11 +32,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from arguments import key_value_options  # noqa: E402
-from training_side_by_side import pool, read_priorpaint, read_scores  # noqa: E402
+from score_files import pool, read_priorpaint, read_scores  # noqa: E402
 
 RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 STEPS = (250, 500, 750, 1000)
-DEFAULTS = {"scores": None, "runs": None, "out": "benchmarks/results/training_speed",
+DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
             "committed": "quickstart_s0,quickstart_s1"}
 
 
@@ -53,10 +54,10 @@ def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
 
 
 def committed(names: list[str]) -> dict[tuple[str, int], dict[int, dict]]:
-    """Today's preset's committed scores (benchmarks/results/prior_clean, README 5b/5c: four
+    """Today's preset's committed scores (docs/results/training_speed/preset_scores: four
     draws pooled, as scored when the runs were trained; bf16-mixed, the preset's precision)."""
     out: dict[tuple[str, int], dict[int, list[dict]]] = {}
-    for s in read_scores(ROOT / "benchmarks" / "results" / "prior_clean"):
+    for s in read_scores(ROOT / "docs" / "results" / "training_speed" / "preset_scores"):
         if s["run"] in names and s["weights"] == "ema" and s["respacing"] == "100" \
                 and s["step"] in STEPS:
             seed = int(RUN.match(s["run"])["seed"])

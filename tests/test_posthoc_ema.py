@@ -116,7 +116,8 @@ def test_training_writes_snapshots_and_the_command_writes_a_prior(tmp_path, caps
     from priorpaint.lightning.launch import compose_config, run_training
 
     run_dir = tmp_path / "run"
-    cfg = compose_config(["model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
+    cfg = compose_config(["experiment=none", "model=tiny", "data=digits", "data.image_size=8",
+                          "diffusion=cosine1000",
                           "diffusion.steps=20", "trainer.precision=32-true", "num_threads=1",
                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                           "logger=none", "~callbacks", "+callbacks.model_checkpoint=null",

@@ -14,12 +14,18 @@ from .gaussian_likelihood import (
     mean_flat,
     normal_kl,
 )
-from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
+from .timestep_samplers import (
+    LogSNRNormalSampler,
+    LossSecondMomentSampler,
+    UniformSampler,
+    create_timestep_sampler,
+)
 from .vlb import calc_bpd_loop
 
 __all__ = [
     "GaussianDiffusion", "MEAN_TYPES", "VAR_TYPES", "LOSSES",
     "betas_for", "betas_for_kept_steps", "space_timesteps", "quad_timesteps", "coefficients",
     "normal_kl", "discretized_gaussian_log_likelihood", "approx_standard_normal_cdf", "mean_flat",
-    "UniformSampler", "LossSecondMomentSampler", "create_timestep_sampler", "calc_bpd_loop",
+    "UniformSampler", "LossSecondMomentSampler", "LogSNRNormalSampler", "create_timestep_sampler",
+    "calc_bpd_loop",
 ]

@@ -318,12 +318,16 @@ class GaussianDiffusion:
                 - self._coef("sqrt_one_minus_alphas_cumprod", t, x0) * x0)
 
     def training_losses(self, model_output: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
-                        noise: torch.Tensor) -> dict[str, torch.Tensor]:
+                        noise: torch.Tensor, mse_weight: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
         """Per-example ``mse``, ``vb`` (bits/dim) and the optimised ``loss``, all shape (B,).
 
         ``model_output`` must be the network's output at ``q_sample(x0, t, noise)``. For the
         hybrid loss the VLB term sees the mean part detached, so L_vlb trains only the
         variance and L_simple alone shapes the mean (Nichol & Dhariwal, sec. 3.1).
+        ``mse_weight`` (B,), e.g. Min-SNR's (``loss_weights``), multiplies the MSE inside
+        ``loss`` only: ``mse`` is reported unweighted and L_vlb keeps its weight. None (not
+        ones) leaves ``loss`` the exact tensor of the unweighted objective.
         """
         dtype = _compute_dtype(x0)
         x0, noise = x0.to(dtype), noise.to(dtype)
@@ -333,18 +337,23 @@ class GaussianDiffusion:
         mse = mean_flat((self.training_target(x0, t, noise) - mean_output) ** 2)
 
         if self.loss in ("kl", "rescaled_kl"):
+            if mse_weight is not None:
+                raise ValueError(f"module.loss_weight weights the MSE term, which loss="
+                                 f"{self.loss!r} does not optimise: use diffusion.loss=hybrid "
+                                 f"or mse, or module.loss_weight=none")
             vb = self.vb_terms_bpd(model_output, x0, x_t, t)
             scale = self.num_timesteps if self.loss == "rescaled_kl" else 1.0
             return {"mse": mse.detach(), "vb": vb, "loss": vb * scale}
 
+        weighted = mse if mse_weight is None else mse * mse_weight.to(mse.dtype)
         if var_output is None:
-            return {"mse": mse, "vb": torch.zeros_like(mse), "loss": mse}
+            return {"mse": mse, "vb": torch.zeros_like(mse), "loss": weighted}
         frozen = torch.cat([mean_output.detach(), var_output], dim=1)
         vb = self.vb_terms_bpd(frozen, x0, x_t, t)
         if self.loss == "hybrid":
             # One sampled term stands for T terms of L_vlb; λ = 0.001 makes the weight T/1000.
             vb = vb * (self.num_timesteps / 1000.0)
-        return {"mse": mse, "vb": vb, "loss": mse + vb}
+        return {"mse": mse, "vb": vb, "loss": weighted + vb}
 
     def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_{T-1} | x_0) || N(0, I)) in bits/dim: the L_T term (no parameters)."""

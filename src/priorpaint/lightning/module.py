@@ -28,12 +28,14 @@ from torch.distributed.tensor import DTensor
 from ..checkpoint import prior_payload
 from ..data.datamodule import images_of
 from ..data.transforms import pair
-from ..diffusion import GaussianDiffusion, UniformSampler, create_timestep_sampler
+from ..diffusion import GaussianDiffusion, create_timestep_sampler
+from ..diffusion.loss_weights import mse_weight_table
 from ..imageio import ValueRule
 from ..seeding import Stream, stream_seed
 from .ema import build_emas, parse_rates
 from .lr_schedule import lr_lambda
 from .nonfinite import check_optimizer_config
+from .posthoc_ema import PowerEMAs
 from .stats import QuartileMeans
 from .step_gate import OptimizerStepGate
 from .training_noise import draw_t_and_noise, example_seeds
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 # training default is written (a Python caller composes it: ``compose_config([...]).module``).
 EMA_KEYS = ("rates", "update_every", "update_after_step", "inv_gamma", "power")
 LR_SCHEDULE_KEYS = ("warmup_steps", "decay", "min_ratio")
+LOSS_WEIGHT_KEYS = ("gamma", "k", "sigma_data")
+POSTHOC_EMA_KEYS = ("sigma_rels", "snapshot_every", "dir")
 
 
 class DiffusionPriorModule(pl.LightningModule):
@@ -65,7 +69,16 @@ class DiffusionPriorModule(pl.LightningModule):
         ema: ``rates`` ("0.9999,0.999"), ``update_every``, ``update_after_step``,
             ``inv_gamma``, ``power`` (ema-pytorch's warm-up: the decay after n updates is
             min(rate, 1 - (1 + n / inv_gamma) ** -power), logged as ``train/ema_decay``).
-        timestep_sampler: ``uniform`` or ``loss-second-moment``.
+        loss_weight: weight of the MSE term over t: ``none`` (L_simple as the references),
+            ``min_snr``, ``p2`` or ``soft_min_snr`` (``diffusion.loss_weights``; L_vlb keeps
+            its weight). loss_weight_params: ``gamma``, ``k``, ``sigma_data`` (None: the
+            paper's value).
+        posthoc_ema: ``sigma_rels`` (None: off; e.g. [0.05, 0.10]), ``snapshot_every``, ``dir``:
+            power-function EMAs saved for ``python -m priorpaint.ema_posthoc`` (EDM2); they
+            run beside ``ema``, which sampling keeps using.
+        timestep_sampler: ``uniform``, ``loss-second-moment`` or ``log-snr-normal`` (reweighted:
+            the objective stays the uniform one). log_snr_normal: its ``mean``, ``std`` (of log
+            SNR) and ``uniform_prob``.
         seed: base of every per-example seed.
         log_every_n_steps: interval of loss / lr / grad-norm / throughput logging.
         data_info: stored in the checkpoint payload under ``"data"`` (for provenance).
@@ -79,7 +92,8 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def __init__(self, net: dict, diffusion: dict, image_size, channels: int, *,
                  optimizer: dict, lr_schedule: dict, grad_clip: float | None, ema: dict,
-                 timestep_sampler: str, seed: int, log_every_n_steps: int,
+                 posthoc_ema: dict, loss_weight: str, loss_weight_params: dict,
+                 timestep_sampler: str, log_snr_normal: dict, seed: int, log_every_n_steps: int,
                  data_info: dict | None = None, values: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -91,11 +105,26 @@ class DiffusionPriorModule(pl.LightningModule):
         # an ADM UNet, or (init_from a diffusers prior) the adapter its stored config names
         self.model = build_network(_network_kwargs(dict(net), self.channels, self.diffusion))
         self.model.check_input_size(*self.image_size)
-        self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion)
-        self._learns_from_losses = type(self.timestep_sampler) is not UniformSampler
+        self.timestep_sampler = create_timestep_sampler(timestep_sampler, self.diffusion,
+                                                        dict(log_snr_normal))
+        self._learns_from_losses = self.timestep_sampler.learns_from_losses
+        self.loss_weight = str(loss_weight)
+        table = mse_weight_table(self.loss_weight, self.diffusion.alphas_cumprod,
+                                 self.diffusion.mean_type,
+                                 **_complete(loss_weight_params, LOSS_WEIGHT_KEYS,
+                                             "module.loss_weight_params"))
+        if table is not None and self.diffusion.loss in ("kl", "rescaled_kl"):
+            raise ValueError(f"module.loss_weight={self.loss_weight} weights the MSE term, which "
+                             f"diffusion.loss={self.diffusion.loss} does not optimise: use "
+                             f"diffusion.loss=hybrid or mse, or module.loss_weight=none")
+        # per-t weight of the MSE term (float32; None: the unweighted loss, bit for bit)
+        self._mse_weights = None if table is None else table.to(torch.float32)
         ema_cfg = _complete(ema, EMA_KEYS, "module.ema")
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
+        posthoc = _complete(posthoc_ema, POSTHOC_EMA_KEYS, "module.posthoc_ema")
+        self.posthoc_emas = None if not posthoc["sigma_rels"] else PowerEMAs(
+            self.model, posthoc["sigma_rels"], posthoc["snapshot_every"], posthoc["dir"])
         self.optimizer_cfg = dict(optimizer)
         check_optimizer_config(self.optimizer_cfg, grad_clip)
         self.lr_schedule_cfg = _complete(lr_schedule, LR_SCHEDULE_KEYS, "module.lr_schedule")
@@ -122,6 +151,9 @@ class DiffusionPriorModule(pl.LightningModule):
         """
         if self.device_mesh is None:
             return
+        if self.posthoc_emas is not None:
+            raise ValueError("module.posthoc_ema reads whole weights and does not support "
+                             "trainer=fsdp yet: set module.posthoc_ema.sigma_rels=null")
         if not len(self.emas):
             raise ValueError("trainer=fsdp samples and saves the whole EMA network, the sharded "
                              "raw weights cannot be sampled on rank 0: set module.ema.rates "
@@ -157,8 +189,10 @@ class DiffusionPriorModule(pl.LightningModule):
                                              x0.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         output = self(x_t, t)
+        mse_weight = None if self._mse_weights is None else \
+            self._mse_weights.to(x0.device, non_blocking=True)[t]
         with torch.autocast(device_type=x0.device.type, enabled=False):
-            losses = self.diffusion.training_losses(output.float(), x0, t, noise)
+            losses = self.diffusion.training_losses(output.float(), x0, t, noise, mse_weight)
         if self._learns_from_losses:  # (skip the host sync of the boolean mask otherwise)
             per_example = losses["loss"].detach()
             finite = torch.isfinite(per_example)  # a NaN must not poison the loss history
@@ -210,6 +244,10 @@ class DiffusionPriorModule(pl.LightningModule):
         if not self._step_skipped:
             for ema in self.emas:
                 ema.update()
+            if self.posthoc_emas is not None:
+                self.posthoc_emas.update(self.model)
+                if self.posthoc_emas.snapshot_due() and self.global_rank == 0:
+                    self.posthoc_emas.save_snapshot(self.global_step)
 
     @property
     def last_step_skipped(self) -> bool:
@@ -218,6 +256,13 @@ class DiffusionPriorModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._gate.reset(self.trainer)
+
+    def on_train_end(self) -> None:
+        # the last update is a snapshot too, so post-hoc EMA can end where training did
+        posthoc = self.posthoc_emas
+        if posthoc is not None and int(posthoc.updates) > 0 and not posthoc.snapshot_due() \
+                and self.global_rank == 0:
+            posthoc.save_snapshot(self.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if not self._gate.stepped(self.trainer):   # a micro-batch of an accumulated step

@@ -1,0 +1,178 @@
+"""Issue #31's screen: steps to clean per training factor on the quickstart's digits.
+
+    python benchmarks/training_speed.py scores=/work/runs31/scores runs=/work/runs31 \
+        cache=/work/runs31/cache out=docs/results/training_speed
+
+``scores=`` holds ``prior_clean.py``'s JSON per draw, named ``<variant>_s<seed>_step<N>_ema_100_
+seed<k>.json`` (``benchmarks/README.md`` 5b's scoring: ``data=digits``, 100 sampling steps, one
+draw at 250 and four pooled from 500 on); ``runs=`` the training runs' folders of the same
+names (their TensorBoard ``train/mse_q*``: the MSE per quarter of t). ``committed=`` (default
+``quickstart_s0,quickstart_s1``) adds today's preset's committed scores in
+``docs/results/training_speed/preset_scores`` (prior_clean.py's JSON of the runs behind the
+README's training table, bf16-mixed, four draws pooled) as the baseline, variant
+``preset``, beside any baseline retrained here (``base``). (Their grids rescored with this
+machine's classifier, ``prior_clean.py grids=...``, read within 0.01 of the stored JSON.)
+
+Writes ``out/table.md`` (pooled confident / FD per checkpoint, "clean at" = the first
+checkpoint whose pooled draws are clean, MSE per t-quarter at the last logged step),
+``out/table.csv`` (one row per run and step) and ``out/clean_fraction.png`` (pooled confident
+fraction against steps, one colour per variant, seed 0 solid and seed 1 thin, the bound
+dashed). PIL only.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from arguments import key_value_options  # noqa: E402
+from score_files import pool, read_priorpaint, read_scores  # noqa: E402
+
+RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
+STEPS = (250, 500, 750, 1000)
+DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
+            "committed": "quickstart_s0,quickstart_s1"}
+
+
+def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
+    """{(variant, seed): {step: pooled EMA draws}} from prior_clean.py's JSON files."""
+    groups: dict[tuple[str, int, int], list[dict]] = {}
+    for s in read_scores(scores_dir):
+        match = RUN.match(s["run"])
+        if match and s["weights"] == "ema":
+            groups.setdefault((match["variant"], int(match["seed"]), s["step"]), []).append(s)
+    out: dict[tuple[str, int], dict[int, dict]] = {}
+    for (variant, seed, step), draws in groups.items():
+        out.setdefault((variant, seed), {})[step] = pool(draws)
+    return out
+
+
+def committed(names: list[str]) -> dict[tuple[str, int], dict[int, dict]]:
+    """Today's preset's committed scores (docs/results/training_speed/preset_scores: four
+    draws pooled, as scored when the runs were trained; bf16-mixed, the preset's precision)."""
+    out: dict[tuple[str, int], dict[int, list[dict]]] = {}
+    for s in read_scores(ROOT / "docs" / "results" / "training_speed" / "preset_scores"):
+        if s["run"] in names and s["weights"] == "ema" and s["respacing"] == "100" \
+                and s["step"] in STEPS:
+            seed = int(RUN.match(s["run"])["seed"])
+            out.setdefault(("preset", seed), {}).setdefault(s["step"], []).append(s)
+    return {key: {step: pool(draws) for step, draws in rows.items()} for key, rows in out.items()}
+
+
+def clean_at(rows: dict[int, dict]) -> int | None:
+    return next((step for step in sorted(rows) if rows[step]["clean"]), None)
+
+
+def quarters(run_dir: Path) -> list[float] | None:
+    """MSE per quarter of t at the run's last logged step (TensorBoard train/mse_q0..3)."""
+    if not run_dir.is_dir():
+        return None
+    logged = read_priorpaint(run_dir)
+    if not logged:
+        return None
+    last = logged[max(logged)]
+    return [last.get(f"mse_q{q}") for q in range(4)]
+
+
+def write_table(results, runs_dir: Path | None, out: Path) -> None:
+    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
+    lines = ["| variant | seed | " + " | ".join(str(s) for s in STEPS) +
+             " | clean at | MSE per t-quarter, last logged step (q0 least noise ... q3) |",
+             "|---|---|" + "---|" * len(STEPS) + "---|---|"]
+    rows_csv = []
+    for variant in variants:
+        for seed in sorted(s for v, s in results if v == variant):
+            rows = results[(variant, seed)]
+            cells = []
+            for step in STEPS:
+                p = rows.get(step)
+                cells.append("-" if p is None else
+                             f"{'**' if p['clean'] else ''}{p['confident']:.2f} / {p['fd']:.0f}"
+                             f"{'**' if p['clean'] else ''}")
+                if p is not None:
+                    rows_csv.append({"variant": variant, "seed": seed, "step": step,
+                                     "draws": p["draws"], "confident": round(p["confident"], 4),
+                                     "fd": round(p["fd"], 2), "clean": p["clean"]})
+            q = quarters(runs_dir / f"{variant}_s{seed}") if runs_dir and variant != "preset" \
+                else None
+            qtext = "-" if not q or None in q else " / ".join(f"{v:.4f}" for v in q)
+            at = clean_at(rows)
+            lines.append(f"| {variant} | {seed} | " + " | ".join(cells) +
+                         f" | {at if at else '> ' + str(max(rows))} | {qtext} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
+        writer.writeheader()
+        writer.writerows(rows_csv)
+    print("\n".join(lines))
+
+
+def plot(results, path: Path, bound: float) -> None:
+    """Pooled confident fraction against steps: a colour per variant, seed 0 thick, seed 1 thin."""
+    from PIL import Image, ImageDraw
+
+    colours = [(127, 127, 127), (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44),
+               (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
+    w, h, pad, lo, hi = 520, 320, 60, 0.3, 1.0
+    image = Image.new("RGB", (w + 2 * pad + 170, h + 2 * pad), "white")
+    draw = ImageDraw.Draw(image)
+
+    def xy(step, value):
+        return (pad + (step - STEPS[0]) / (STEPS[-1] - STEPS[0]) * w,
+                pad + h - (value - lo) / (hi - lo) * h)
+
+    draw.rectangle([pad, pad, pad + w, pad + h], outline="black")
+    for step in STEPS:
+        x, _ = xy(step, lo)
+        draw.text((x - 12, pad + h + 6), str(step), fill="black")
+    for v in (0.4, 0.6, 0.8, 1.0):
+        _, y = xy(STEPS[0], v)
+        draw.text((pad - 30, y - 6), f"{v:.1f}", fill="black")
+    _, y = xy(STEPS[0], bound)
+    for x in range(pad, pad + w, 12):
+        draw.line([(x, y), (x + 6, y)], fill=(200, 0, 0), width=1)
+    draw.text((pad, 10), "confident fraction (4 draws of 64 pooled; 250: one draw) vs training "
+              f"steps; clean needs >= {bound} (red dashes)", fill="black")
+    draw.text((pad + w / 2 - 40, pad + h + 24), "training step", fill="black")
+    for i, variant in enumerate(variants):
+        colour = colours[i % len(colours)]
+        for seed in sorted(s for v, s in results if v == variant):
+            rows = results[(variant, seed)]
+            points = [xy(s, rows[s]["confident"]) for s in STEPS if s in rows]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=3 if seed == 0 else 1)
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        ly = pad + 18 * i
+        draw.line([(pad + w + 15, ly + 6), (pad + w + 35, ly + 6)], fill=colour, width=3)
+        draw.text((pad + w + 40, ly), variant, fill="black")
+    draw.text((pad + w + 15, pad + 18 * len(variants) + 6), "thick: seed 0, thin: seed 1",
+              fill="black")
+    image.save(path)
+
+
+def main(argv: list[str]) -> None:
+    import prior_clean
+
+    cfg = key_value_options(argv, DEFAULTS, "training_speed.py")
+    if not cfg["scores"]:
+        print("training_speed.py: give scores=<folder of prior_clean.py JSON>", file=sys.stderr)
+        raise SystemExit(2)
+    results = collect(Path(cfg["scores"]))
+    if cfg["committed"]:
+        results.update(committed([n for n in cfg["committed"].split(",") if n]))
+    out = Path(cfg["out"])
+    write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out)
+    plot(results, out / "clean_fraction.png", prior_clean.DIGITS_CLEAN_FRACTION)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

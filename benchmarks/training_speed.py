@@ -4,7 +4,7 @@
         cache=/work/runs31/cache out=docs/results/training_speed
 
 ``scores=`` holds ``prior_clean.py``'s JSON per draw, named ``<variant>_s<seed>_step<N>_ema_100_
-seed<k>.json`` (``benchmarks/README.md`` 5b's scoring: ``data=digits``, 100 sampling steps, one
+seed<k>.json`` (docs/research/training-efficiency.md's scoring: ``data=digits``, 100 sampling steps, one
 draw at 250 and four pooled from 500 on); ``runs=`` the training runs' folders of the same
 names (their TensorBoard ``train/mse_q*``: the MSE per quarter of t). ``committed=`` (default
 ``quickstart_s0,quickstart_s1``) adds today's preset's committed scores in

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -106,11 +107,48 @@ def app_url(serve, tmp_path):
     return serve(ckpt, "sampler=ddpm", "steps=20", "n_samples=2", "preview_every=5")
 
 
+@contextmanager
+def chromium():
+    """Headless Debian chromium driven by playwright, closed however the test ends."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def new_page(browser):
     """A page of its own browser context (its own visitor), 1280x1000, waits of WAIT_MS."""
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
     page.set_default_timeout(WAIT_MS)
     return page
+
+
+def run_to_done(page, timeout: int = WAIT_MS) -> list[str]:
+    """Press Inpaint, wait for "done" and for every result image to be drawn: how each result
+    fits its box (RESULTS_WHOLE)."""
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#status').innerText.startsWith('done')",
+                           timeout=timeout, polling=250)
+    page.wait_for_function("[...document.querySelectorAll('#results img')]"
+                           ".every(i => i.complete && i.naturalWidth)", timeout=WAIT_MS)
+    return page.evaluate(RESULTS_WHOLE)
+
+
+def downloads(page) -> dict[str, str]:
+    """The run's download links by file name."""
+    return {Path(urlparse(a.get_attribute("href")).path).name: a.get_attribute("href")
+            for a in page.query_selector_all("#downloads a")}
+
+
+def screenshot_without_toasts(page, path) -> None:
+    for close in page.query_selector_all(".toast-close"):
+        close.click()
+    page.wait_for_selector(".toast-body", state="detached", timeout=WAIT_MS)
+    page.screenshot(path=path, full_page=True)
 
 
 def paint_stroke(page) -> tuple[float, float]:
@@ -181,80 +219,70 @@ def test_paint_run_and_keep_known_pixels(app_url):
     app_url, runs = app_url
     local = urlparse(app_url).netloc
     elsewhere = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    with chromium() as browser:
+        page = new_page(browser)
+        page.on("request", lambda r: elsewhere.append(r.url)
+                if urlparse(r.url).scheme in ("http", "https")
+                and urlparse(r.url).netloc != local else None)
+        page.goto(app_url)
+        page.set_input_files("#upload input[type=file]", str(DIGIT))
+        page.wait_for_selector("#masked img", timeout=WAIT_MS)
+        assert "resized" in page.inner_text("#note")   # 16x16 image, 8x8 prior
+
+        page.click("#run")   # nothing painted yet: a message in the page, no run
+        page.wait_for_selector("text=the mask has nothing to inpaint", timeout=WAIT_MS)
+        for close in page.query_selector_all(".toast-close"):
+            close.click()
+
+        original = np.asarray(Image.open(DIGIT))
+        first = masked_src(page)
+        x, y = paint_stroke(page)
         try:
-            page = new_page(browser)
-            page.on("request", lambda r: elsewhere.append(r.url)
-                    if urlparse(r.url).scheme in ("http", "https")
-                    and urlparse(r.url).netloc != local else None)
-            page.goto(app_url)
-            page.set_input_files("#upload input[type=file]", str(DIGIT))
-            page.wait_for_selector("#masked img", timeout=WAIT_MS)
-            assert "resized" in page.inner_text("#note")   # 16x16 image, 8x8 prior
-
-            page.click("#run")   # nothing painted yet: a message in the page, no run
-            page.wait_for_selector("text=the mask has nothing to inpaint", timeout=WAIT_MS)
-            for close in page.query_selector_all(".toast-close"):
-                close.click()
-
-            original = np.asarray(Image.open(DIGIT))
-            first = masked_src(page)
+            painted, src = hole_shown(page, original, first)
+        except sync_api.TimeoutError:
+            # Under CPU load the editor can still be loading the uploaded image when the
+            # first stroke lands and drops it (seen once in CI); a second stroke must show.
             x, y = paint_stroke(page)
-            try:
-                painted, src = hole_shown(page, original, first)
-            except sync_api.TimeoutError:
-                # Under CPU load the editor can still be loading the uploaded image when the
-                # first stroke lands and drops it (seen once in CI); a second stroke must show.
-                x, y = paint_stroke(page)
-                painted, src = hole_shown(page, original, first)
-            page.click("#editor button[aria-label=Erase]")   # across the stroke's middle
-            page.mouse.move(x, y - 60)
-            page.mouse.down()
-            page.mouse.move(x, y + 60, steps=8)
-            page.mouse.up()
-            erased, _ = hole_shown(page, original, src)
+            painted, src = hole_shown(page, original, first)
+        page.click("#editor button[aria-label=Erase]")   # across the stroke's middle
+        page.mouse.move(x, y - 60)
+        page.mouse.down()
+        page.mouse.move(x, y + 60, steps=8)
+        page.mouse.up()
+        erased, _ = hole_shown(page, original, src)
 
-            page.click("#run")
-            page.wait_for_function(
-                "document.querySelector('#status').innerText.startsWith('done')", timeout=WAIT_MS)
-            status = page.inner_text("#status")
-            assert "20 network calls each" in status
-            page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                                   ".every(i => i.complete && i.naturalWidth)", timeout=WAIT_MS)
-            whole = page.evaluate(RESULTS_WHOLE)
-            results = [img.get_attribute("src") for img in page.query_selector_all("#results img")]
-            links = {Path(urlparse(a.get_attribute("href")).path).name: a.get_attribute("href")
-                     for a in page.query_selector_all("#downloads a")}
+        whole = run_to_done(page)
+        status = page.inner_text("#status")
+        assert "20 network calls each" in status
+        results = [img.get_attribute("src") for img in page.query_selector_all("#results img")]
+        links = downloads(page)
 
-            # a long run (RePaint, 200 steps, j = r = 10: 1910 calls), cancelled while it samples
-            page.check("#sampler input[value=repaint]")   # every sampler one click away
-            page.fill("#steps textarea, #steps input", "auto")
-            page.wait_for_function(
-                "document.querySelector('#budget').innerText.includes('1,910 network calls')",
-                timeout=WAIT_MS)
-            page.evaluate(KEEP_PREVIEWS)
-            page.evaluate("window.scrollTo(0, 0)")   # the buttons stay put while it samples
-            page.click("#run")
-            page.wait_for_function(
-                "document.querySelector('#status').innerText.startsWith('sampling:')",
-                timeout=WAIT_MS)
-            # waits while it samples poll on a timer: animation frames starve on a loaded machine
-            page.wait_for_function("window.previews.length >= 2", timeout=WAIT_MS,
-                                   polling=250)   # the preview moves during the run
-            # clicks while it samples are DOM clicks: Playwright's actionability checks
-            # (stable for two animation frames) could time out on the loaded test machine
-            # while the page streams updates
-            page.dispatch_event("#run", "click")   # a second click is answered
-            page.wait_for_function("document.body.textContent.includes('a run is in progress')",
-                                   timeout=WAIT_MS, polling=250)
-            page.dispatch_event("#cancel", "click")
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.includes('cancelled')",
-                timeout=WAIT_MS, polling=250)
-            assert "of 1910 network calls" in page.inner_text("#status")
-        finally:
-            browser.close()
+        # a long run (RePaint, 200 steps, j = r = 10: 1910 calls), cancelled while it samples
+        page.check("#sampler input[value=repaint]")   # every sampler one click away
+        page.fill("#steps textarea, #steps input", "auto")
+        page.wait_for_function(
+            "document.querySelector('#budget').innerText.includes('1,910 network calls')",
+            timeout=WAIT_MS)
+        page.evaluate(KEEP_PREVIEWS)
+        page.evaluate("window.scrollTo(0, 0)")   # the buttons stay put while it samples
+        page.click("#run")
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.startsWith('sampling:')",
+            timeout=WAIT_MS)
+        # waits while it samples poll on a timer: animation frames starve on a loaded machine
+        page.wait_for_function("window.previews.length >= 2", timeout=WAIT_MS,
+                               polling=250)   # the preview moves during the run
+        # clicks while it samples are DOM clicks: Playwright's actionability checks
+        # (stable for two animation frames) could time out on the loaded test machine
+        # while the page streams updates
+        page.dispatch_event("#run", "click")   # a second click is answered
+        page.wait_for_function("document.body.textContent.includes('a run is in progress')",
+                               timeout=WAIT_MS, polling=250)
+        page.dispatch_event("#cancel", "click")
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.includes('cancelled')",
+            timeout=WAIT_MS, polling=250)
+        assert "of 1910 network calls" in page.inner_text("#status")
 
     # the eraser freed a narrow band across the stroke and nothing else
     removed = painted & ~erased
@@ -305,7 +333,6 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
     that, still has the page's first prior, queues behind A (its position shown) and runs
     its own. Neither sees the other's prior, progress or downloads."""
     import yaml
-    from playwright import sync_api
 
     save_tiny_prior(tmp_path / "priors" / "a_short.ckpt", channels=1, size=(8, 8), steps=40)
     save_tiny_prior(tmp_path / "priors" / "b_long.ckpt", channels=1, size=(8, 8), steps=1500)
@@ -313,37 +340,33 @@ def test_two_visitors_keep_their_own_prior_progress_and_files(serve, tmp_path):
     # loaded machine (with 3 x 250, CI once saw A done before B's click reached the queue)
     url, _ = serve(tmp_path / "priors", "sampler=ddpm", "steps=auto", "n_samples=8",
                    "batch_size=1")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            a = new_page(browser)
-            a.goto(url)
-            a.click("#checkpoint input")
-            a.click("li[aria-label='b_long.ckpt']")
-            a.wait_for_function("document.querySelector('#prior-info').innerText"
-                                ".includes('1500 steps')", timeout=WAIT_MS)
-            b = new_page(browser)
-            b.goto(url)
-            assert "40 steps" in b.inner_text("#prior-info")   # the page's first, not A's
-            assert "1500 steps" in a.inner_text("#prior-info")
-            for page in (a, b):
-                page.set_input_files("#upload input[type=file]", str(DIGIT))
-                page.wait_for_selector("#masked img", timeout=WAIT_MS)
-                paint_stroke(page)
-                page.evaluate(KEEP_STATUSES)
-            a.click("#run")
-            a.wait_for_function("document.querySelector('#status').innerText"
-                                ".startsWith('sampling:')", timeout=WAIT_MS)
-            b.dispatch_event("#run", "click")   # one job at a time: B waits, and is told so
-            for page in (a, b):
-                page.wait_for_function("document.querySelector('#status').innerText"
-                                       ".startsWith('done')", timeout=300000)
-            seen = {name: page.evaluate("window.statuses") for name, page in (("a", a), ("b", b))}
-            queued = b.evaluate("window.queue")
-            links = {name: [x.get_attribute("href") for x in page.query_selector_all(
-                "#downloads a")] for name, page in (("a", a), ("b", b))}
-        finally:
-            browser.close()
+    with chromium() as browser:
+        a = new_page(browser)
+        a.goto(url)
+        a.click("#checkpoint input")
+        a.click("li[aria-label='b_long.ckpt']")
+        a.wait_for_function("document.querySelector('#prior-info').innerText"
+                            ".includes('1500 steps')", timeout=WAIT_MS)
+        b = new_page(browser)
+        b.goto(url)
+        assert "40 steps" in b.inner_text("#prior-info")   # the page's first, not A's
+        assert "1500 steps" in a.inner_text("#prior-info")
+        for page in (a, b):
+            page.set_input_files("#upload input[type=file]", str(DIGIT))
+            page.wait_for_selector("#masked img", timeout=WAIT_MS)
+            paint_stroke(page)
+            page.evaluate(KEEP_STATUSES)
+        a.click("#run")
+        a.wait_for_function("document.querySelector('#status').innerText"
+                            ".startsWith('sampling:')", timeout=WAIT_MS)
+        b.dispatch_event("#run", "click")   # one job at a time: B waits, and is told so
+        for page in (a, b):
+            page.wait_for_function("document.querySelector('#status').innerText"
+                                   ".startsWith('done')", timeout=300000)
+        seen = {name: page.evaluate("window.statuses") for name, page in (("a", a), ("b", b))}
+        queued = b.evaluate("window.queue")
+        links = {name: [x.get_attribute("href") for x in page.query_selector_all(
+            "#downloads a")] for name, page in (("a", a), ("b", b))}
 
     assert any("queue: 1/1" in t for t in queued), queued
     # A: ddpm's 250 steps on its 1500-step prior; B: the 40 steps of the page's first prior
@@ -368,36 +391,23 @@ def test_readme_screenshot_from_the_trained_prior(serve):
     """docs/app.png: the page on the trained examples/priors/mnist32.ckpt (an MNIST example
     of its own, a painted stroke, DDNM's 100 calls, 4 samples). Only with
     PRIORPAINT_APP_SCREENSHOT=<png> (then look at the picture before committing it)."""
-    from playwright import sync_api
 
     shot = os.environ.get("PRIORPAINT_APP_SCREENSHOT")
     if not shot:
         pytest.skip("set PRIORPAINT_APP_SCREENSHOT=docs/app.png to retake the screenshot of docs/app.md")
     url, _ = serve(ROOT / "examples" / "priors" / "mnist32.ckpt", "n_samples=4")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = new_page(browser)
-            page.goto(url)
-            page.click("#examples img >> nth=3")   # the prior's own examples: t10k 7003
-            page.wait_for_selector("#masked img", timeout=WAIT_MS)
-            assert page.inner_text("#note").strip() == ""   # 32x32 for a 32x32 prior
-            first = masked_src(page)
-            paint_stroke(page)
-            page.wait_for_function(f"document.querySelector('#masked img').src !== {first!r}",
-                                   timeout=WAIT_MS)
-            page.click("#run")
-            page.wait_for_function(
-                "document.querySelector('#status').innerText.startsWith('done')", timeout=300000)
-            page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                                   ".every(i => i.complete && i.naturalWidth)", timeout=WAIT_MS)
-            assert page.evaluate(RESULTS_WHOLE) == ["whole"] * 4
-            for close in page.query_selector_all(".toast-close"):
-                close.click()
-            page.wait_for_selector(".toast-body", state="detached", timeout=WAIT_MS)
-            page.screenshot(path=shot, full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = new_page(browser)
+        page.goto(url)
+        page.click("#examples img >> nth=3")   # the prior's own examples: t10k 7003
+        page.wait_for_selector("#masked img", timeout=WAIT_MS)
+        assert page.inner_text("#note").strip() == ""   # 32x32 for a 32x32 prior
+        first = masked_src(page)
+        paint_stroke(page)
+        page.wait_for_function(f"document.querySelector('#masked img').src !== {first!r}",
+                               timeout=WAIT_MS)
+        assert run_to_done(page, timeout=300000) == ["whole"] * 4
+        screenshot_without_toasts(page, shot)
 
 
 def test_photo_on_the_photo_prior(serve, tmp_path):
@@ -407,7 +417,6 @@ def test_photo_on_the_photo_prior(serve, tmp_path):
     crop), the results are shown whole at the photo's size and the downloads keep every known
     pixel. Minutes on a CPU, so only with PRIORPAINT_APP_PHOTO_SCREENSHOT=<png> (the page's
     picture with a photo, docs/app_photo.png; look at it before committing it)."""
-    from playwright import sync_api
 
     shot = os.environ.get("PRIORPAINT_APP_PHOTO_SCREENSHOT")
     if not shot:
@@ -417,37 +426,23 @@ def test_photo_on_the_photo_prior(serve, tmp_path):
     # DDNM at 50 calls per window: minutes, not tens of minutes, on a loaded CPU
     url, _ = serve(ROOT / "examples" / "priors" / "photos64.ckpt", "n_samples=2", "seed=1",
                    "steps=50")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = new_page(browser)
-            page.goto(url)
-            page.set_input_files("#upload input[type=file]", str(tmp_path / "astronaut.png"))
-            page.wait_for_selector("#masked img", timeout=WAIT_MS)
-            note = page.inner_text("#note")
-            assert "in windows of the prior's size at the image's own resolution" in note, note
-            canvas = page.query_selector("#editor canvas").bounding_box()
-            assert canvas["width"] >= 400 and canvas["height"] >= 260, canvas   # usable size
-            first = masked_src(page)
-            paint_stroke(page)
-            page.wait_for_function(f"document.querySelector('#masked img').src !== {first!r}",
-                                   timeout=WAIT_MS)
-            page.click("#run")
-            page.wait_for_function(
-                "document.querySelector('#status').innerText.startsWith('done')",
-                timeout=540000, polling=1000)
-            page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                                   ".every(i => i.complete && i.naturalWidth)", timeout=WAIT_MS)
-            whole = page.evaluate(RESULTS_WHOLE)
-            shown = [img.get_attribute("src") for img in page.query_selector_all("#results img")]
-            links = {Path(urlparse(a.get_attribute("href")).path).name: a.get_attribute("href")
-                     for a in page.query_selector_all("#downloads a")}
-            for close in page.query_selector_all(".toast-close"):
-                close.click()
-            page.wait_for_selector(".toast-body", state="detached", timeout=WAIT_MS)
-            page.screenshot(path=shot, full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = new_page(browser)
+        page.goto(url)
+        page.set_input_files("#upload input[type=file]", str(tmp_path / "astronaut.png"))
+        page.wait_for_selector("#masked img", timeout=WAIT_MS)
+        note = page.inner_text("#note")
+        assert "in windows of the prior's size at the image's own resolution" in note, note
+        canvas = page.query_selector("#editor canvas").bounding_box()
+        assert canvas["width"] >= 400 and canvas["height"] >= 260, canvas   # usable size
+        first = masked_src(page)
+        paint_stroke(page)
+        page.wait_for_function(f"document.querySelector('#masked img').src !== {first!r}",
+                               timeout=WAIT_MS)
+        whole = run_to_done(page, timeout=540000)
+        shown = [img.get_attribute("src") for img in page.query_selector_all("#results img")]
+        links = downloads(page)
+        screenshot_without_toasts(page, shot)
 
     assert whole == ["whole", "whole"], whole
     mask = np.asarray(Image.open(io.BytesIO(fetch(links["mask.png"])))) == 255

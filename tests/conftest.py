@@ -33,6 +33,22 @@ def golden(shared_data):
 
 
 @pytest.fixture
+def cfg_train(tmp_path):
+    """``cfg_train(*overrides, run="run")``: the tiny training run's config (tests/tiny.py's
+    TINY_TRAIN and QUIET on 8x8 digits, its run folder ``tmp_path / run``) with ``overrides`` on
+    top, composed as train.py composes it (the Lightning+Hydra template's ``cfg_train``)."""
+    from tiny import QUIET, TINY_TRAIN
+
+    from priorpaint.lightning.launch import compose_config
+
+    def make(*overrides, run: str = "run"):
+        return compose_config([*TINY_TRAIN, *QUIET, "data=digits", "data.image_size=8",
+                               f"run_dir={tmp_path / run}", *overrides])
+
+    return make
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads, and oversubscribed cores make them crawl."""
     import torch

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import torch
+from tiny import QUIET, TINY_TRAIN
 
 import priorpaint
 
@@ -36,9 +37,8 @@ WORKER = textwrap.dedent("""
 
 # Two optimizer steps of a tiny prior on 8x8 digits with everything that could go wrong across
 # ranks switched on: two EMA rates, the loss-second-moment sampler, gradient clipping.
-COMMON = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
-          "trainer.precision=32-true", "num_threads=1",
-          "diffusion.steps=8", "model.dropout=0", "module.timestep_sampler=loss-second-moment",
+COMMON = [*TINY_TRAIN, *QUIET, "data=digits", "data.image_size=8", "diffusion.steps=8",
+          "model.dropout=0", "module.timestep_sampler=loss-second-moment",
           "module.ema.rates='0.9,0.5'", "module.optimizer.lr=1e-3", "trainer.max_steps=2",
           "module.grad_clip=1.0",
           # Biases just before a per-channel GroupNorm have an exactly-zero gradient, so theirs
@@ -46,8 +46,7 @@ COMMON = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "
           # between a 2-rank all-reduce and a 1-process sum. A larger eps keeps the comparison
           # about the parallel strategy rather than about round-off.
           "+module.optimizer.eps=1e-4",
-          "~callbacks", "logger=none", "trainer.enable_progress_bar=false",
-          "trainer.enable_model_summary=false"]
+          "~callbacks"]
 
 
 def child_env(**extra) -> dict:

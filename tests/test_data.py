@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import QUIET, TINY_TRAIN
 
 from priorpaint.data import ImageFolder, PriorDataModule, StepBatchSampler, find_mnist, read_idx
 from priorpaint.imageio import list_images
 from priorpaint.lightning.launch import compose_config, run_training
 
-TINY_RUN = ["experiment=none", "model=tiny", "diffusion=cosine1000", "diffusion.steps=20",
-            "data.batch_size=4",
-            "trainer.precision=32-true", "num_threads=1",
-            "trainer.fast_dev_run=true",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "callbacks.sample_grid.respacing=4", "callbacks.sample_grid.num_samples=4",
-            "callbacks.sample_grid.num_inpaint=2", "logger=none"]
+TINY_RUN = [*TINY_TRAIN, *QUIET, "diffusion.steps=20", "data.batch_size=4",
+            "trainer.fast_dev_run=true", "callbacks.sample_grid.respacing=4",
+            "callbacks.sample_grid.num_samples=4", "callbacks.sample_grid.num_inpaint=2"]
 
 
 def _write_pngs(folder, count=6, size=(20, 12)):

@@ -23,7 +23,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import save_tiny_prior
+from tiny import QUIET, TINY_TRAIN, save_tiny_prior
 
 from priorpaint.atomic import atomic_write
 from priorpaint.cli import UserError, report_user_errors
@@ -37,11 +37,9 @@ from priorpaint.lightning.nonfinite import (
 from priorpaint.sampling.run import run as run_sampling
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-         "num_threads=1"]
 # a tiny, deterministic run that checkpoints after every step (exact resume: test_train.RESUME)
-TINY = ["experiment=none", "model=tiny", "data.image_size=8", "diffusion=cosine1000", "diffusion.steps=8",
-        "data.batch_size=8", "trainer.precision=32-true", "~callbacks.sample_grid",
+TINY = [*TINY_TRAIN, *QUIET, "data.image_size=8", "diffusion.steps=8",
+        "data.batch_size=8", "~callbacks.sample_grid",
         "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.save_top_k=-1"]
 NO_SPACE = os.strerror(errno.ENOSPC)   # "No space left on device"
 
@@ -156,7 +154,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused():
 @pytest.mark.slow
 def test_train_py_lr_overflow_and_divergence_end_in_one_line(tmp_path):
     """lr=1e38 overflowed inside AdamW (traceback); lr=1e20 gave NaN losses and exit 0."""
-    base = ["train.py", *TINY, *QUIET, "trainer.max_steps=30"]
+    base = ["train.py", *TINY, "trainer.max_steps=30"]
     done = _run(REPO, *base, f"run_dir={tmp_path / 'huge'}", "module.optimizer.lr=1e38")
     _one_line(done, "train.py", "module.optimizer.lr=1e+38 is too large")
 
@@ -190,7 +188,7 @@ def test_skipped_steps_are_counted_and_leave_the_weights(tmp_path, one_thread, m
         return loss * math.nan if self.global_step in (2, 3) else loss
 
     monkeypatch.setattr(module_mod.DiffusionPriorModule, "training_step", poisoned)
-    cfg = compose_config([*TINY, *QUIET, f"run_dir={tmp_path}", "trainer.max_steps=5",
+    cfg = compose_config([*TINY, f"run_dir={tmp_path}", "trainer.max_steps=5",
                           "callbacks.nonfinite.max_consecutive=3"])
     result = run_training(cfg)
     assert result.trainer.global_step == 5 and result.module._skipped_steps == 2
@@ -222,7 +220,7 @@ def test_training_on_a_full_disk_stops_in_one_line_keeping_checkpoints(tmp_path,
 
     disk = _DiskFillsUp(room=2)   # step 1's step0000001.ckpt and last.ckpt, then full
     monkeypatch.setattr(atomic, "open", disk, raising=False)
-    cfg = compose_config([*TINY, *QUIET, f"run_dir={tmp_path}", "trainer.max_steps=4"])
+    cfg = compose_config([*TINY, f"run_dir={tmp_path}", "trainer.max_steps=4"])
     with pytest.raises(SystemExit) as stop:
         report_user_errors("train.py")(run_training)(cfg)
     assert stop.value.code == 2
@@ -287,7 +285,7 @@ def _newest_checkpoint(folder: Path) -> Path | None:
 
 @pytest.mark.slow
 def test_train_py_killed_at_a_random_moment_resumes_to_the_same_weights(tmp_path):
-    args = ["train.py", *TINY, *QUIET, "trainer.max_steps=12", "trainer.deterministic=true",
+    args = ["train.py", *TINY, "trainer.max_steps=12", "trainer.deterministic=true",
             "module.optimizer.lr=1e-3", "module.timestep_sampler=loss-second-moment",
             "module.ema.rates='0.9,0.99'", "model.dropout=0.1"]
     straight = tmp_path / "straight"
@@ -355,7 +353,7 @@ def test_sample_py_names_a_device_this_machine_lacks(tmp_path, device, words):
     ("+trainer.max_stepz=3", "unexpected keyword argument 'max_stepz'"),
 ])
 def test_train_py_config_mistakes_are_one_line(tmp_path, override, words):
-    done = _run(tmp_path, REPO / "train.py", *TINY, *QUIET, "trainer.max_steps=1",
+    done = _run(tmp_path, REPO / "train.py", *TINY, "trainer.max_steps=1",
                 f"run_dir={tmp_path / 'run'}", override)
     _one_line(done, "train.py", words)
 
@@ -365,7 +363,7 @@ def test_resuming_from_an_older_checkpoint_rewrites_last_ckpt(tmp_path):
     """Resume from step 1 of a run that went on to step 3 (e.g. the newest whole checkpoint
     after a kill): the run's files are its own again, last.ckpt included; no ``-v1`` copies
     beside stale ones (which a later ``ckpt_path=.../last.ckpt`` would have resumed from)."""
-    args = ["train.py", *TINY, *QUIET, f"run_dir={tmp_path}"]
+    args = ["train.py", *TINY, f"run_dir={tmp_path}"]
     assert _run(REPO, *args, "trainer.max_steps=3").returncode == 0
     again = _run(REPO, *args, "trainer.max_steps=5",
                  f"ckpt_path={tmp_path / 'checkpoints' / 'step0000001.ckpt'}")

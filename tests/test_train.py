@@ -3,19 +3,17 @@
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny import TINY_TRAIN
 
 from priorpaint.checkpoint import load_prior
 from priorpaint.data import PriorDataModule
 from priorpaint.lightning.launch import compose_config, run_training
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
-TINY = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
-        "trainer.precision=32-true", "num_threads=1"]
+TINY = [*TINY_TRAIN, "data=digits", "data.image_size=8"]
 
 
-def _train(tmp_path, name, *overrides):
-    cfg = compose_config([*TINY, *QUIET, f"run_dir={tmp_path / name}", *overrides])
-    return run_training(cfg)
+def _train(cfg_train, name, *overrides):
+    return run_training(cfg_train(*overrides, run=name))
 
 
 def _fixed_batch_loss(module, images, seed=0) -> float:
@@ -32,13 +30,13 @@ def _fixed_batch_loss(module, images, seed=0) -> float:
 
 
 @pytest.mark.slow
-def test_learning_lowers_the_hybrid_loss_and_ema_lags(tmp_path):
+def test_learning_lowers_the_hybrid_loss_and_ema_lags(tmp_path, cfg_train):
     images = PriorDataModule("digits", image_size=8, channels=1).fixed_batch(64)
-    start = _train(tmp_path, "start", "trainer.max_steps=1", "module.optimizer.lr=0",
+    start = _train(cfg_train, "start", "trainer.max_steps=1", "module.optimizer.lr=0",
                    "~callbacks")
     initial = _fixed_batch_loss(start.module, images)
 
-    result = _train(tmp_path, "run", "diffusion.steps=200", "trainer.max_steps=300",
+    result = _train(cfg_train, "run", "diffusion.steps=200", "trainer.max_steps=300",
                     "data.batch_size=32", "module.optimizer.lr=2e-3", "module.ema.rates='0.99,0.999'",
                     "module.ema.power=1", "module.ema.inv_gamma=0.1",
                     "callbacks.model_checkpoint.every_n_train_steps=300",
@@ -90,14 +88,14 @@ class StopAtStep(pl.Callback):
 
 
 @pytest.mark.slow
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, cfg_train):
     """24 steps straight == 12 steps (pre-empted), then resumed from the step-12 checkpoint."""
-    straight = _train(tmp_path, "straight", *RESUME).module
-    first = _train(tmp_path, "first", *RESUME, "+callbacks.stop._target_=test_train.StopAtStep",
+    straight = _train(cfg_train, "straight", *RESUME).module
+    first = _train(cfg_train, "first", *RESUME, "+callbacks.stop._target_=test_train.StopAtStep",
                    "+callbacks.stop.step=12")
     assert first.trainer.global_step == 12
     assert first.module.timestep_sampler.warmed_up  # the history matters from here on
-    resumed = _train(tmp_path, "first", *RESUME,
+    resumed = _train(cfg_train, "first", *RESUME,
                      f"ckpt_path={first.run_dir / 'checkpoints' / 'step0000012.ckpt'}").module
     assert resumed.global_step == straight.global_step == 24
 
@@ -118,8 +116,8 @@ def test_resume_is_exact(tmp_path):
     assert not torch.allclose(first.module.model.out[2].weight, resumed.model.out[2].weight)
 
 
-def test_bf16_mixed_step_keeps_float32_weights(tmp_path):
-    result = _train(tmp_path, "bf16", "trainer.precision=bf16-mixed", "trainer.fast_dev_run=2",
+def test_bf16_mixed_step_keeps_float32_weights(tmp_path, cfg_train):
+    result = _train(cfg_train, "bf16", "trainer.precision=bf16-mixed", "trainer.fast_dev_run=2",
                     "~callbacks.sample_grid")
     module = result.module
     assert all(p.dtype == torch.float32 for p in module.model.parameters())
@@ -127,16 +125,15 @@ def test_bf16_mixed_step_keeps_float32_weights(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
-def test_half_true_precision_is_refused_before_a_step(tmp_path, precision):
+def test_half_true_precision_is_refused_before_a_step(tmp_path, precision, cfg_train):
     """*-true would cast the EMA networks and AdamW's state to half precision (a frozen EMA)."""
     with pytest.raises(ValueError, match=rf"trainer.precision={precision} .*EMA.*bf16-mixed"):
-        _train(tmp_path, precision, f"trainer.precision={precision}", "trainer.max_steps=1",
+        _train(cfg_train, precision, f"trainer.precision={precision}", "trainer.max_steps=1",
                "~callbacks")
 
 
-def test_non_finite_gradients_skip_the_step(tmp_path):
-    cfg = compose_config([*TINY, *QUIET, f"run_dir={tmp_path}", "trainer.max_steps=1",
-                          "~callbacks"])
+def test_non_finite_gradients_skip_the_step(cfg_train):
+    cfg = cfg_train("trainer.max_steps=1", "~callbacks")
     from hydra.utils import get_class, instantiate
     from omegaconf import OmegaConf
 
@@ -163,20 +160,20 @@ def test_non_finite_gradients_skip_the_step(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_bad_inputs_fail_before_training(tmp_path):
+def test_bad_inputs_fail_before_training(tmp_path, cfg_train):
     with pytest.raises(ValueError, match=r"9 x 9 does not fit this UNet.*multiples of 2"):
-        _train(tmp_path, "size", "data.image_size=9", "trainer.max_steps=1")
+        _train(cfg_train, "size", "data.image_size=9", "trainer.max_steps=1")
     with pytest.raises(ValueError, match="data.channels=1 but the model has 3"):
-        _train(tmp_path, "channels", "module.channels=3", "trainer.max_steps=1")
+        _train(cfg_train, "channels", "module.channels=3", "trainer.max_steps=1")
     with pytest.raises(ValueError, match="model.in_channels=3 does not fit data.channels=1"):
-        _train(tmp_path, "in", "+model.in_channels=3", "trainer.max_steps=1")
+        _train(cfg_train, "in", "+model.in_channels=3", "trainer.max_steps=1")
     with pytest.raises(ValueError, match="holds no images"):
         (tmp_path / "empty").mkdir()
-        _train(tmp_path, "folder", "data=folder", f"data.path={tmp_path / 'empty'}")
+        _train(cfg_train, "folder", "data=folder", f"data.path={tmp_path / 'empty'}")
     with pytest.raises(Exception, match="Could not override 'data.imagesize'"):
         compose_config(["data.imagesize=8"])
     with pytest.raises(ValueError, match="decay 'cosine' needs trainer.max_steps"):
-        _train(tmp_path, "decay", "module.lr_schedule.decay=cosine", "trainer.max_steps=-1",
+        _train(cfg_train, "decay", "module.lr_schedule.decay=cosine", "trainer.max_steps=-1",
                "~callbacks")
 
 

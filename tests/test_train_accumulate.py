@@ -5,13 +5,12 @@ import csv
 from types import SimpleNamespace
 
 import pytest
+from tiny import QUIET, TINY_TRAIN
 
 from priorpaint.lightning import DiffusionPriorModule, SampleGridCallback, ShardStatsLogger
 from priorpaint.lightning.launch import compose_config, run_training
 
-TINY = ["experiment=none", "model=tiny", "data=digits", "data.image_size=8", "diffusion=cosine1000",
-        "diffusion.steps=8", "trainer.precision=32-true", "num_threads=1", "logger=none",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+TINY = [*TINY_TRAIN, *QUIET, "data=digits", "data.image_size=8", "diffusion.steps=8"]
 
 
 @pytest.mark.slow

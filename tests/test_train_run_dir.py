@@ -6,12 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import QUIET, TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ["experiment=none", "model=tiny", "data.image_size=8", "diffusion=cosine1000",
-            "trainer.max_steps=2",
-            "trainer.precision=32-true", "num_threads=1", "logger=tensorboard",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+TINY_RUN = [*TINY_TRAIN, *QUIET, "logger=tensorboard", "data.image_size=8", "trainer.max_steps=2",
             "callbacks.model_checkpoint.every_n_train_steps=2",
             "callbacks.sample_grid.every_n_steps=2", "callbacks.sample_grid.respacing=4",
             "callbacks.sample_grid.num_samples=2", "callbacks.sample_grid.num_inpaint=2"]

@@ -15,7 +15,7 @@ import tifffile
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import png16, save_tiny_prior, tiny_unet
+from tiny import QUIET, TINY_TRAIN, png16, save_tiny_prior, tiny_unet
 
 from priorpaint.checkpoint import load_prior, value_rule_of
 from priorpaint.cli import UserError
@@ -39,11 +39,9 @@ sys.path.insert(0, str(REPO / "data_prep"))
 import make_shards  # noqa: E402
 
 FAST = ["jump_length=5", "jump_n_sample=2", "progress=false"]
-TRAIN = ["experiment=none", "model=tiny", "data=folder", "data.image_size=8", "data.batch_size=4",
-         "data.num_workers=0", "diffusion=cosine1000", "diffusion.steps=20",
-         "trainer.precision=32-true", "num_threads=1", "trainer.max_steps=2",
-         "callbacks.sample_grid.num_samples=2", "callbacks.sample_grid.num_inpaint=2",
-         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
+TRAIN = [*TINY_TRAIN, *QUIET, "data=folder", "data.image_size=8", "data.batch_size=4",
+         "data.num_workers=0", "diffusion.steps=20", "trainer.max_steps=2",
+         "callbacks.sample_grid.num_samples=2", "callbacks.sample_grid.num_inpaint=2"]
 
 
 @pytest.fixture(autouse=True)

@@ -82,3 +82,10 @@ def png16(values: np.ndarray) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
 
+
+# The tests' tiny training run, as train.py / compose_config overrides: no preset, the tiny
+# UNet, a cosine schedule, float32 on one thread; QUIET: no logger, progress bar or model
+# summary. A test adds its own keys after them (Hydra keeps the last value of a key).
+TINY_TRAIN = ["experiment=none", "model=tiny", "diffusion=cosine1000", "trainer.precision=32-true",
+              "num_threads=1"]
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

@@ -117,8 +117,10 @@ class DiffusionPriorModule(pl.LightningModule):
             raise ValueError(f"module.loss_weight={self.loss_weight} weights the MSE term, which "
                              f"diffusion.loss={self.diffusion.loss} does not optimise: use "
                              f"diffusion.loss=hybrid or mse, or module.loss_weight=none")
-        # per-t weight of the MSE term (float32; None: the unweighted loss, bit for bit)
-        self._mse_weights = None if table is None else table.to(torch.float32)
+        # per-t weight of the MSE term (float32; None: the unweighted loss, bit for bit); a
+        # buffer, so it moves with the module once instead of being copied every step
+        self.register_buffer("_mse_weights", None if table is None else table.to(torch.float32),
+                             persistent=False)
         ema_cfg = _complete(ema, EMA_KEYS, "module.ema")
         self.ema_rates = parse_rates(ema_cfg.pop("rates"))
         self.emas = build_emas(self.model, self.ema_rates, **ema_cfg)
@@ -189,8 +191,7 @@ class DiffusionPriorModule(pl.LightningModule):
                                              x0.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         output = self(x_t, t)
-        mse_weight = None if self._mse_weights is None else \
-            self._mse_weights.to(x0.device, non_blocking=True)[t]
+        mse_weight = None if self._mse_weights is None else self._mse_weights[t]
         with torch.autocast(device_type=x0.device.type, enabled=False):
             losses = self.diffusion.training_losses(output.float(), x0, t, noise, mse_weight)
         if self._learns_from_losses:  # (skip the host sync of the boolean mask otherwise)

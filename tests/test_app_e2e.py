@@ -144,10 +144,24 @@ def downloads(page) -> dict[str, str]:
             for a in page.query_selector_all("#downloads a")}
 
 
-def screenshot_without_toasts(page, path) -> None:
+def close_toasts(page) -> None:
+    """Close every toast and wait until none is left.
+
+    The close button gets a dispatched click rather than a mouse click: a toast that is
+    fading in is ``inert`` and one that times out leaves the DOM under the pointer (both
+    failed a real click in CI: "Element is not attached to the DOM")."""
+    from playwright.sync_api import Error
+
     for close in page.query_selector_all(".toast-close"):
-        close.click()
+        try:
+            close.dispatch_event("click")
+        except Error:   # gone on its own meanwhile: nothing left to close
+            pass
     page.wait_for_selector(".toast-body", state="detached", timeout=WAIT_MS)
+
+
+def screenshot_without_toasts(page, path) -> None:
+    close_toasts(page)
     page.screenshot(path=path, full_page=True)
 
 
@@ -231,8 +245,7 @@ def test_paint_run_and_keep_known_pixels(app_url):
 
         page.click("#run")   # nothing painted yet: a message in the page, no run
         page.wait_for_selector("text=the mask has nothing to inpaint", timeout=WAIT_MS)
-        for close in page.query_selector_all(".toast-close"):
-            close.click()
+        close_toasts(page)
 
         original = np.asarray(Image.open(DIGIT))
         first = masked_src(page)

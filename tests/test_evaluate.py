@@ -14,7 +14,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from tiny import png16, save_tiny_prior, write_random_images
+from tiny import save_tiny_prior, write_random_images
 
 from priorpaint.evaluation import (
     MetricOptions,
@@ -95,7 +95,7 @@ def test_evaluates_a_sample_run(sample_folder, images, tmp_path, capsys):
     folder = _copy(sample_folder, tmp_path)
     evaluation = run(compose_config("evaluate", f"out={folder}", "device=cpu"))
     printed = capsys.readouterr().out
-    assert "psnr_hole" in printed and "known-region error: max 0 level(s) (exact)" in printed
+    assert "psnr_hole" in printed and "known-region error: max 0 (8-bit levels) (exact)" in printed
 
     rows = evaluation.rows
     assert [r["file"] for r in rows] == ["a_s0.png", "a_s1.png", "b_s0.png", "b_s1.png"]
@@ -188,32 +188,74 @@ def test_other_folders_are_clear_errors(tmp_path, sample_folder):
         evaluate_run(folder)
 
 
-def test_what_is_not_8_bit_grey_or_rgb_is_refused_in_one_line(tmp_path, sample_folder):
-    """16-bit, float or N-channel files would be scored on the wrong scale (PSNR at 255
-    levels, LPIPS/Inception on grey or RGB): each place evaluate.py reads them refuses them,
-    naming the file."""
-    folder = _copy(sample_folder, tmp_path)
-    deep = np.random.default_rng(0).integers(0, 65536, (8, 8, 3), dtype=np.uint16)
-    (folder / "a_s1.png").write_bytes(png16(deep))   # Pillow alone would read its high bytes
-    with pytest.raises(ValueError, match=r"^output .*a_s1.png holds uint16 values in 3 "
-                                         r"channel\(s\); evaluate.py scores 8-bit grey or RGB"):
-        evaluate_run(folder)
+def _values_run(tmp_path, name, channels, rule, inputs: dict[str, np.ndarray]):
+    """A finished sample.py run (mask=half, 2 samples each) of an untrained prior whose data
+    rule is ``rule``, on ``inputs`` saved as .npy (the files' own type, any channel count)."""
+    from tiny import tiny_unet
 
-    real = tmp_path / "real"
-    real.mkdir()
-    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(real / "r.png")
-    with pytest.raises(ValueError, match=r"^real_images file .*r.png holds uint16 values"):
-        evaluate_run(sample_folder, _suite_with_features(), real_images=real)
+    from priorpaint.checkpoint import save_prior
+    from priorpaint.diffusion import GaussianDiffusion
 
-    bands = tmp_path / "bands"   # a 2-channel run's 8-bit inputs: not grey, not RGB
-    bands.mkdir()
-    for stem in ("a", "b"):
-        np.save(bands / f"{stem}.npy", np.zeros((8, 8, 2), np.uint8))
-    record = yaml.safe_load((folder / "run.yaml").read_text())
-    record["resolved"]["channels"] = 2
-    (folder / "run.yaml").write_text(yaml.safe_dump(record))
-    with pytest.raises(ValueError, match=r"^input .*a.npy holds uint8 values in 2 channel"):
-        evaluate_run(folder, images=bands)
+    diffusion = GaussianDiffusion.from_config({"schedule": "cosine", "steps": STEPS})
+    ckpt = save_prior(tmp_path / f"{name}.ckpt", tiny_unet(channels), diffusion, (8, 8),
+                      channels, values=rule)
+    folder = tmp_path / f"{name}_in"
+    folder.mkdir()
+    for stem, values in inputs.items():
+        np.save(folder / f"{stem}.npy", values)
+    out = tmp_path / f"{name}_out"
+    sample_run(compose_config("sample", f"ckpt={ckpt}", f"images={folder}", "mask=half",
+                              f"out={out}", "seed=1", "n_samples=2", "steps=5",
+                              "progress=false", "device=cpu"))
+    return out, folder
+
+
+def test_16_bit_float_and_n_channel_runs_are_scored_on_the_value_rule(tmp_path, alexnet_file):
+    """Whatever sample.py writes is scored (#34): PSNR/SSIM on the prior's value rule mapped
+    to [0, 1], the known-pixel error in the files' own units; LPIPS and FID/KID, which take
+    grey or RGB only, are skipped for other channel counts with the reason."""
+    from priorpaint.imageio import ValueRule, value_rule
+
+    rng = np.random.default_rng(0)
+    scans = {"s0": rng.integers(300, 65000, (8, 8, 1), dtype=np.uint16),
+             "s1": rng.integers(300, 65000, (8, 8, 1), dtype=np.uint16)}
+    out, inputs = _values_run(tmp_path, "deep", 1, value_rule("uint16"), scans)
+    assert yaml.safe_load((out / "run.yaml").read_text())["resolved"]["values"] == {
+        "dtype": "uint16", "range": [0.0, 65535.0]}
+    suite = MetricSuite(MetricOptions(lpips_weights=str(alexnet_file)))
+    evaluation = evaluate_run(out, suite)
+    assert evaluation.summary["known_region_exact"]
+    assert evaluation.summary["known_error_units"] == "16-bit levels"
+    assert {"lpips", "psnr_hole", "diversity"} <= evaluation.summary["metrics"].keys()
+
+    # closed form: outputs = inputs + 655 levels (1% of the range) in the hole only
+    mask = load_masks_for([inputs / "s0.npy"], "half", sizes=[(8, 8)], seed=1)[0][0].numpy()
+    hole = mask < 0.5
+    for stem, scan in scans.items():
+        for k in range(2):
+            np.save(out / f"{stem}_s{k}.npy", np.where(hole[..., None], scan + 655, scan))
+    scored = evaluate_run(out)
+    assert scored.summary["metrics"]["psnr_hole"]["mean"] == pytest.approx(
+        -20 * math.log10(655 / 65535), abs=1e-3)            # 40.0 dB
+    assert scored.summary["known_region_exact"]
+    changed = scans["s1"].copy()
+    changed[~hole] += 300                                   # known pixels moved 300 levels
+    np.save(out / "s1_s1.npy", np.where(hole[..., None], scans["s1"] + 655, changed))
+    assert max(r["known_error"] for r in evaluate_run(out).rows) == 300   # not 255-capped
+
+    bands = {"m0": rng.uniform(-3, 5, (8, 8, 2)).astype(np.float32)}
+    out, _ = _values_run(tmp_path, "mri", 2, ValueRule("float32", -3.0, 5.0), bands)
+    evaluation = evaluate_run(out, suite)
+    summary = evaluation.summary
+    assert summary["known_region_exact"] and summary["known_error_units"] == "float32 values"
+    assert summary["values"] == {"dtype": "float32", "range": [-3.0, 5.0]}
+    assert math.isfinite(summary["metrics"]["psnr_hole"]["mean"])
+    assert "lpips" not in summary["metrics"]
+    assert summary["skipped"]["lpips"].startswith("LPIPS left out: the data has 2 channels")
+    assert summary["skipped"]["fid_kid"].startswith("FID/KID left out: the data has 2 channels")
+    first = out / "m0_s0.npy"
+    np.save(first, np.load(first) + np.float32(0.25))
+    assert max(r["known_error"] for r in evaluate_run(out).rows) == pytest.approx(0.25)
 
 
 def test_nll_on_held_out_images(tmp_path, ckpt, images, sample_folder):

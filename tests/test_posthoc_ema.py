@@ -127,6 +127,9 @@ def test_training_writes_snapshots_and_the_command_writes_a_prior(tmp_path, caps
     result = run_training(cfg)
     snapshots = sorted(p.name for p in (run_dir / "ema_snapshots").iterdir())
     assert snapshots == ["ema_snapshot_00000002.pt", "ema_snapshot_00000003.pt"]
+    steps = [torch.load(run_dir / "ema_snapshots" / name, weights_only=True)["global_step"]
+             for name in snapshots]
+    assert steps == [2, 3]   # the steps the checkpoints of those moments are named by
     result.trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     out = tmp_path / "prior.ckpt"
     assert main([str(run_dir), "sigma_rel=0.1", f"out={out}"]) == 0
@@ -136,6 +139,8 @@ def test_training_writes_snapshots_and_the_command_writes_a_prior(tmp_path, caps
     for name, value in prior.model.state_dict().items():
         expected = result.module.posthoc_emas.averages[1].state_dict()[name]
         assert torch.allclose(value, expected, atol=1e-5), name
+    assert main([str(run_dir), "sigma_rel=0.1", "step=2", f"out={tmp_path / 'p2.ckpt'}"]) == 0
+    assert load_prior(tmp_path / "p2.ckpt").info["posthoc_ema"]["global_step"] == 2
     # a run without snapshots: one line, exit status 2
     assert main([str(tmp_path), "sigma_rel=0.1"]) == 2
     assert "no EMA snapshots" in capsys.readouterr().err

@@ -95,7 +95,8 @@ def report(evaluation: Evaluation) -> str:
             lines.append(format_table(table, ["metric", "mean", "std", "n", "excluded"]))
         if summary["n_inputs"]:
             worst = max(row["known_error"] for row in evaluation.rows)
-            lines.append(f"known-region error: max {worst} level(s) "
+            lines.append(f"known-region error: max {worst} "
+                         f"({summary.get('known_error_units', '8-bit levels')}) "
                          f"({'exact' if worst == 0 else 'NOT exact: known pixels changed'})")
         for key, value in summary.get("set_metrics", {}).items():
             lines.append(f"{key}: {format_value(value)}")

@@ -2,8 +2,16 @@
 
 The folder's ``run.yaml`` says which inputs, mask spec and seed made it; the masks are
 regenerated from them exactly as ``sampling.run`` does (``load_masks_for`` with the run seed).
-Outputs are compared with their inputs in file space (input resolution, 8-bit levels): that
-is what the user receives, and where RePaint's known pixels must come back exactly.
+Outputs are compared with their inputs in file space (input resolution, the files' own type):
+that is what the user receives, and where RePaint's known pixels must come back exactly.
+
+Any data ``sample.py`` writes is scored: 8-bit, 16-bit or float values, any channel count.
+PSNR, SSIM and diversity are taken after the prior's value rule (``run.yaml``'s
+``resolved.values``, docs/values.md) maps the values to [0, 1], so for 8-bit files they are
+the usual numbers at 255 levels, and for a 16-bit scan or a float array with
+``data.range=[lo, hi]`` they are on that range; the known-pixel error is in the files' own
+units (levels, or values for floats). LPIPS and Inception (FID/KID) exist for grey and RGB
+only: for other channel counts they are skipped, with the reason in the summary.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import yaml
 from einops import rearrange
 
 from ..cli import UserError
-from ..imageio import LEVELS, from_uint8, read_array
+from ..imageio import UINT8, ValueRule, read_array
 from ..masks import load_masks_for
-from ..metrics import aggregate, diversity, known_region_error, lpips, lpips_diversity, psnr, ssim
+from ..metrics import aggregate, diversity, lpips, lpips_diversity, psnr, ssim
 from ..sampling.images import InputImage, input_files, load_input
 from ..seeding import Stream, stream_seed
 from .suite import MetricSuite
@@ -59,39 +67,58 @@ def read_run(folder) -> dict:
     return record
 
 
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, C) -> float (C, H, W) in [-1, 1], the metrics' image convention."""
-    return rearrange(from_uint8(pixels), "h w c -> c h w")
+def to_tensor(pixels: np.ndarray, rule: ValueRule = UINT8) -> torch.Tensor:
+    """Stored (H, W, C) values -> float (C, H, W) in [-1, 1] by ``rule``, the metrics' image
+    convention (8-bit: k / 127.5 - 1)."""
+    return rearrange(rule.for_dtype(pixels.dtype).to_model(pixels), "h w c -> c h w")
 
 
-def _scorable(values: np.ndarray, path, what: str) -> np.ndarray:
-    """``values`` if they are 8-bit grey or RGB, else a one-line UserError naming ``path``.
-
-    Why refuse rather than score: PSNR and the known-pixel error here are on 255 levels and
-    LPIPS / Inception take grey or RGB; 16-bit, float or N-channel values (docs/values.md)
-    would be scored on the wrong scale without a word.
-    """
-    if values.dtype == np.uint8 and values.shape[-1] in (1, 3):
-        return values
-    raise UserError(f"{what} {path} holds {values.dtype} values in {values.shape[-1]} "
-                    f"channel(s); evaluate.py scores 8-bit grey or RGB images only: score "
-                    f"this run's files with your own code, or evaluate an 8-bit run "
-                    f"(docs/values.md)")
+def run_value_rule(record: dict) -> ValueRule:
+    """The prior's value rule a run recorded (``resolved.values``); 8-bit levels for records
+    written before it was recorded (only 8-bit priors existed then)."""
+    return ValueRule.from_dict(record["resolved"].get("values"))
 
 
-def _read_output(path: Path, like: InputImage | None, channels: int) -> np.ndarray:
-    """An output file's uint8 (H, W, C), alpha dropped; its shape must be its input's."""
+def units(dtype) -> str:
+    """What the known-pixel error counts: levels of an integer type, values of a float one."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return f"{dtype.itemsize * 8}-bit levels"
+    return f"{dtype.name} values"
+
+
+def known_error(output: np.ndarray, reference: np.ndarray, known: np.ndarray) -> int | float:
+    """Largest |output - reference| over the known pixels (``known`` (H, W) True), in the
+    files' own units; 0 for a correct run (the known pixels are copied, not resampled)."""
+    if not known.any():
+        return 0
+    diff = np.abs(output.astype(np.float64) - reference.astype(np.float64))[known].max()
+    return int(diff) if output.dtype.kind in "ui" else float(diff)
+
+
+def _read_output(path: Path, like: InputImage | None) -> np.ndarray:
+    """An output file's stored (H, W, C) values (alpha apart); type and shape must be its
+    input's."""
     if not path.is_file():
         raise FileNotFoundError(f"output {path} listed in {RUN_RECORD} is missing; re-run the "
                                 f"sample.py command to write it")
-    expected = like.pixels.shape if like is not None else None
-    pixels = _scorable(read_array(path)[0], path, "output")[..., :expected[-1] if expected
-                                                           else channels]
-    if expected is not None and pixels.shape != expected:
-        raise ValueError(f"output {path} is {pixels.shape} (H, W, C) but its input {like.path} "
-                         f"is {expected}: the folder was made from other images; pass the "
-                         f"run's images= (and mask=)")
+    pixels = read_array(path)[0]
+    if like is not None and (pixels.shape, pixels.dtype) != (like.pixels.shape,
+                                                             like.pixels.dtype):
+        raise ValueError(f"output {path} is {pixels.shape} (H, W, C) {pixels.dtype} but its "
+                         f"input {like.path} is {like.pixels.shape} {like.pixels.dtype}: the "
+                         f"folder was made from other images; pass the run's images= (and "
+                         f"mask=)")
     return pixels
+
+
+def _features_skip(channels: int) -> str | None:
+    """Why LPIPS / Inception cannot score ``channels``-channel images (None: they can)."""
+    if channels in (1, 3):
+        return None
+    return (f"the data has {channels} channels; the feature networks take grey or RGB "
+            f"images, so nothing comparable exists (PSNR, SSIM and the known-pixel error "
+            f"cover every channel)")
 
 
 def _outputs_by_image(folder: Path, record: dict) -> dict[int, list[Path]]:
@@ -124,9 +151,8 @@ def _load_inputs(folder: Path, record: dict, outputs: dict[int, list[Path]], ima
         if names.get(i) and names[i] != path.stem:
             raise ValueError(f"input {i} is {path} but {record_path} says the run used "
                              f"{names[i]}: pass the run's own images=")
-    inputs = [load_input(p, int(record["resolved"]["channels"])) for p in paths]
-    for image in inputs:   # the metrics are defined on 8-bit levels (LPIPS, FID, PSNR at 255)
-        _scorable(image.pixels, image.path, "input")
+    rule = run_value_rule(record)
+    inputs = [load_input(p, int(record["resolved"]["channels"]), rule) for p in paths]
     spec = mask if mask is not None else config["mask"]
     try:
         masks = load_masks_for(paths, str(spec), sizes=[i.size for i in inputs],
@@ -138,27 +164,30 @@ def _load_inputs(folder: Path, record: dict, outputs: dict[int, list[Path]], ima
 
 def _input_rows(inp: InputImage, mask: torch.Tensor, files: list[Path],
                 suite: MetricSuite) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
-    """Rows for one input's S outputs, plus (outputs (S, C, H, W), ground truth (1, C, H, W))."""
-    truth = to_tensor(inp.pixels)[None]
-    samples = torch.stack([to_tensor(_read_output(f, inp, inp.pixels.shape[-1])) for f in files])
+    """Rows for one input's S outputs, plus (outputs (S, C, H, W), ground truth (1, C, H, W))
+    in [-1, 1] by the input's value rule."""
+    outputs = [_read_output(f, inp) for f in files]
+    truth = to_tensor(inp.pixels, inp.rule)[None]
+    samples = torch.stack([to_tensor(pixels, inp.rule) for pixels in outputs])
     target = truth.expand_as(samples)
-    known = mask[None].expand(len(files), -1, -1, -1)
-    hole = 1.0 - known
+    hole = 1.0 - mask[None].expand(len(files), -1, -1, -1)
     values = {
         "psnr": psnr(samples, target), "psnr_hole": psnr(samples, target, hole),
         "ssim": ssim(samples, target), "ssim_hole": ssim(samples, target, hole),
     }
-    if suite.lpips is not None:
+    features = suite.lpips is not None   # None too for data LPIPS cannot take
+    if features:
         values["lpips"] = lpips(samples, target, suite.lpips)
-    errors = (known_region_error(samples, target, known) * LEVELS).round().long()
+    known = mask[0].numpy() > 0.5
     rows = [{"file": f.name, "image": inp.path.name, "sample": k,
              **{name: float(v[k]) for name, v in values.items()},
-             "known_error": int(errors[k]), "hole_fraction": float(hole.mean())}
-            for k, f in enumerate(files)]
+             "known_error": known_error(pixels, inp.pixels, known),
+             "hole_fraction": float(hole.mean())}
+            for k, (f, pixels) in enumerate(zip(files, outputs, strict=True))]
     if len(files) > 1:   # per input, on its first output's row: the summary counts inputs
         grouped = samples[None]
         rows[0]["diversity"] = float(diversity(grouped, mask[None])[0])
-        if suite.lpips is not None:
+        if features:
             rows[0]["lpips_diversity"] = float(lpips_diversity(grouped, suite.lpips)[0])
     return rows, samples, truth
 
@@ -176,11 +205,13 @@ def _set_metrics(suite: MetricSuite, counts: dict[bool, int], seed: int,
         generator=torch.Generator().manual_seed(stream_seed(Stream.KID_SUBSETS, seed)))
 
 
-def _add_real_images(suite: MetricSuite, real_images, channels: int, counts) -> None:
-    """Reference images for FID/KID, one at a time (they may differ in size)."""
+def _add_real_images(suite: MetricSuite, real_images, channels: int, rule: ValueRule,
+                     counts) -> None:
+    """Reference images for FID/KID, one at a time (they may differ in size), read like the
+    run's inputs (the prior's value rule)."""
     for path in input_files(real_images):
-        pixels = _scorable(load_input(path, channels).pixels, path, "real_images file")
-        suite.inception.update(to_tensor(pixels)[None], real=True)
+        image = load_input(path, channels, rule)
+        suite.inception.update(to_tensor(image.pixels, image.rule)[None], real=True)
         counts[True] += 1
 
 
@@ -196,23 +227,30 @@ def evaluate_run(folder, suite: MetricSuite | None = None, images=None, mask=Non
         seed: KID subset draws.
 
     Per-output rows hold PSNR and SSIM of the whole image and of the hole (inpainted region),
-    LPIPS to the input, ``known_error`` (largest |output - input| over known pixels, in 8-bit
-    levels: 0 for a correct RePaint) and ``hole_fraction``. With n_samples > 1, the first
-    output of each input also carries ``diversity`` (mean pairwise RMS in the hole, [0, 1]
-    units) and ``lpips_diversity``.
+    LPIPS to the input, ``known_error`` (largest |output - input| over known pixels in the
+    files' own units, ``summary["known_error_units"]``: 0 for a correct RePaint) and
+    ``hole_fraction``. With n_samples > 1, the first output of each input also carries
+    ``diversity`` (mean pairwise RMS in the hole, [0, 1] units) and ``lpips_diversity``.
+    PSNR, SSIM and diversity are on the prior's value rule mapped to [0, 1] (8-bit: 255
+    levels); LPIPS and FID/KID only for grey or RGB data (else in ``skipped``).
     """
     folder = Path(folder)
     suite = suite or MetricSuite()
     record = read_run(folder)
     outputs = _outputs_by_image(folder, record)
     channels = int(record["resolved"]["channels"])
+    rule = run_value_rule(record)
+    reason = _features_skip(channels)
+    if reason is not None:
+        suite = suite.without_features(reason)
+    skipped = dict(suite.skipped)
     if suite.inception is not None:
         suite.inception.reset()
     counts = {True: 0, False: 0}
-    skipped = dict(suite.skipped)
     unconditional = record["config"].get("images") is None   # no inputs, no ground truth
     if unconditional:
-        rows = _unconditional(folder, outputs, suite, real_images, channels, counts)
+        rows = _unconditional(folder, outputs, suite, real_images, channels, rule, counts,
+                              reason)
     else:
         inputs, masks = _load_inputs(folder, record, outputs, images, mask)
         rows = []
@@ -226,16 +264,26 @@ def evaluate_run(folder, suite: MetricSuite | None = None, images=None, mask=Non
                     suite.inception.update(truth, real=True)
                     counts[True] += 1
         if suite.inception is not None and real_images is not None:
-            _add_real_images(suite, real_images, channels, counts)
+            _add_real_images(suite, real_images, channels, rule, counts)
         if len(outputs[0]) < 2:
             skipped["diversity"] = "n_samples=1: diversity needs several samples per input"
     set_metrics = _set_metrics(suite, counts, seed, skipped)
     n_inputs = 0 if unconditional else len(outputs)
-    return Evaluation(rows, _summary(folder, record, rows, n_inputs, set_metrics, skipped))
+    summary = _summary(folder, record, rows, n_inputs, set_metrics, skipped)
+    summary["values"] = rule.as_dict()
+    if not unconditional:
+        summary["known_error_units"] = " / ".join(sorted({units(i.pixels.dtype)
+                                                           for i in inputs}))
+    return Evaluation(rows, summary)
 
 
-def _unconditional(folder, outputs, suite, real_images, channels, counts) -> list[dict]:
+def _unconditional(folder, outputs, suite, real_images, channels, rule, counts,
+                   reason) -> list[dict]:
     """Unconditional samples have no ground truth: FID/KID against ``real_images`` only."""
+    if reason is not None:
+        raise UserError(f"{folder} holds unconditional samples of {channels}-channel data: "
+                        f"without inputs evaluate.py computes only FID/KID, which takes grey "
+                        f"or RGB images; score these samples with your own code")
     if suite.inception is None or real_images is None:
         raise ValueError(f"{folder} holds unconditional samples (the run had no images=): "
                          f"there is no ground truth for pixel metrics; pass real_images=FOLDER "
@@ -243,11 +291,11 @@ def _unconditional(folder, outputs, suite, real_images, channels, counts) -> lis
     rows = []
     for files in outputs.values():
         for k, path in enumerate(files):
-            pixels = _read_output(path, None, channels)
-            suite.inception.update(to_tensor(pixels)[None], real=False)
+            pixels = _read_output(path, None)
+            suite.inception.update(to_tensor(pixels, rule)[None], real=False)
             counts[False] += 1
             rows.append({"file": path.name, "sample": k})
-    _add_real_images(suite, real_images, channels, counts)
+    _add_real_images(suite, real_images, channels, rule, counts)
     return rows
 
 
@@ -256,8 +304,8 @@ def _summary(folder: Path, record: dict, rows: list[dict], n_inputs: int, set_me
     config, resolved = record["config"], record["resolved"]
     errors = [row["known_error"] for row in rows if "known_error" in row]
     if any(errors):
-        log.warning("%s: known pixels differ from the input by up to %d levels; RePaint "
-                    "outputs must keep them exactly", folder, max(errors))
+        log.warning("%s: known pixels differ from the input by up to %s (the files' "
+                    "units); RePaint outputs must keep them exactly", folder, max(errors))
     return {
         "run": str(folder),
         "checkpoint": record.get("checkpoint", {}).get("path"),

@@ -8,6 +8,7 @@ produce a table that looks complete but is not.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields
 
 import torch
@@ -84,3 +85,12 @@ class MetricSuite:
     @classmethod
     def from_config(cls, cfg) -> MetricSuite:
         return cls(MetricOptions.from_config(cfg))
+
+    def without_features(self, reason: str) -> MetricSuite:
+        """This suite with LPIPS and Inception left out for ``reason`` (data they cannot
+        take, e.g. 2-channel arrays): the skips say so instead of a number."""
+        bare = copy.copy(self)
+        bare.lpips, bare.inception = None, None
+        bare.skipped = {**self.skipped, "lpips": f"LPIPS left out: {reason}",
+                        "fid_kid": f"FID/KID left out: {reason}"}
+        return bare

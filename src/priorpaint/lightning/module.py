@@ -248,7 +248,9 @@ class DiffusionPriorModule(pl.LightningModule):
             if self.posthoc_emas is not None:
                 self.posthoc_emas.update(self.model)
                 if self.posthoc_emas.snapshot_due() and self.global_rank == 0:
-                    self.posthoc_emas.save_snapshot(self.global_step)
+                    # Lightning counts this step once it returns: +1 is the step the
+                    # checkpoints of this moment are named by (step0000500.ckpt)
+                    self.posthoc_emas.save_snapshot(self.global_step + 1)
 
     @property
     def last_step_skipped(self) -> bool:

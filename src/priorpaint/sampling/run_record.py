@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from ..atomic import atomic_write
+from ..checkpoint import value_rule_of
 from .item_noise import item_seed
 from .labels import class_labels
 from .options import Job, RunOptions
@@ -100,6 +101,8 @@ def write_record(path: Path, job: Job, ckpt_sha: str, *, processes: int = 1, res
             "network_calls_per_sample": int(job.plan.calls),
             "image_size": list(prior.image_size),
             "channels": int(prior.channels),
+            # how stored values map to [-1, 1] (docs/values.md): evaluate.py scores by it
+            "values": value_rule_of(prior.info).as_dict(),
             "diffusion": _diffusion_config(diffusion),
         },
         "outputs": _outputs(job),

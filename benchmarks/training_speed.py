@@ -18,6 +18,13 @@ checkpoint whose pooled draws are clean, MSE per t-quarter at the last logged st
 ``out/table.csv`` (one row per run and step) and ``out/clean_fraction.png`` (pooled confident
 fraction against steps, one colour per variant, seed 0 solid and seed 1 thin, the bound
 dashed). PIL only.
+
+Post-hoc EMA (``module.posthoc_ema``): runs listed in ``posthoc=`` (default ``ph,mph``: the
+preset and Min-SNR trained with power-EMA snapshots every 50 steps) are left out of the
+table above and get ``out/posthoc.md`` / ``posthoc.csv`` instead: at ``posthoc_step=`` (500)
+the pooled confident / FD of the run's own EMA (ema-pytorch, today's default) beside the EMAs
+``python -m priorpaint.ema_posthoc`` rebuilt at each σ_rel, scored as
+``<variant>_s<seed>_sigma<σ>_step<N>`` (the queue in the README's commands).
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ from arguments import key_value_options  # noqa: E402
 from score_files import pool, read_priorpaint, read_scores  # noqa: E402
 
 RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
+POSTHOC = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_sigma(?P<sigma>[\d.]+)$")
 STEPS = (250, 500, 750, 1000)
 DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
-            "committed": "quickstart_s0,quickstart_s1"}
+            "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph",
+            "posthoc_step": 500}
 
 
 def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
@@ -51,6 +60,53 @@ def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
     for (variant, seed, step), draws in groups.items():
         out.setdefault((variant, seed), {})[step] = pool(draws)
     return out
+
+
+def collect_posthoc(scores_dir: Path, step: int) -> dict[tuple[str, int, str], dict]:
+    """{(variant, seed, σ_rel): pooled draws} of the post-hoc EMAs rebuilt at ``step``.
+
+    A rebuild from a run trained before commit 9f45763 ends at ``step - 1``: snapshots then
+    recorded the step before Lightning counted the one just taken (the snapshot after update
+    500 said 499; the checkpoint of that moment is step0000500.ckpt), so both are this step.
+    """
+    groups: dict[tuple[str, int, str], list[dict]] = {}
+    for s in read_scores(scores_dir):
+        match = POSTHOC.match(s["run"])
+        if match and s["weights"] == "ema" and s["step"] in (step, step - 1):
+            key = (match["variant"], int(match["seed"]), f"{float(match['sigma']):.2f}")
+            groups.setdefault(key, []).append(s)
+    return {key: pool(draws) for key, draws in groups.items()}
+
+
+def _write(out: Path, name: str, lines: list[str], rows_csv: list[dict]) -> None:
+    """``out/<name>.md`` (the markdown lines, also printed) and ``out/<name>.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
+        writer.writeheader()
+        writer.writerows(rows_csv)
+    print("\n".join(lines))
+
+
+def write_posthoc_table(posthoc, own_ema, step: int, out: Path) -> None:
+    """posthoc.md / .csv: each run's own EMA at ``step`` beside its post-hoc rebuilds."""
+    sigmas = sorted({sigma for _, _, sigma in posthoc}, key=float)
+    lines = ["| training | seed | ema-pytorch (today's default) | " +
+             " | ".join(f"post-hoc σ_rel {sg}" for sg in sigmas) + " |",
+             "|---|---|---|" + "---|" * len(sigmas)]
+    rows_csv = []
+    for variant, seed in sorted({(v, sd) for v, sd, _ in posthoc}):
+        own = own_ema.get((variant, seed), {}).get(step)
+        cells = [_cell(own)] + [_cell(posthoc.get((variant, seed, sg))) for sg in sigmas]
+        lines.append(f"| {variant} | {seed} | " + " | ".join(cells) + " |")
+        for ema, p in [("ema-pytorch", own)] + [(f"sigma_rel={sg}", posthoc.get(
+                (variant, seed, sg))) for sg in sigmas]:
+            if p is not None:
+                rows_csv.append({"variant": variant, "seed": seed, "step": step, "ema": ema,
+                                 "draws": p["draws"], "confident": round(p["confident"], 4),
+                                 "fd": round(p["fd"], 2), "clean": p["clean"]})
+    _write(out, "posthoc", lines, rows_csv)
 
 
 def committed(names: list[str]) -> dict[tuple[str, int], dict[int, dict]]:
@@ -80,6 +136,13 @@ def quarters(run_dir: Path) -> list[float] | None:
     return [last.get(f"mse_q{q}") for q in range(4)]
 
 
+def _cell(p: dict | None) -> str:
+    if p is None:
+        return "-"
+    bold = "**" if p["clean"] else ""
+    return f"{bold}{p['confident']:.2f} / {p['fd']:.0f}{bold}"
+
+
 def write_table(results, runs_dir: Path | None, out: Path) -> None:
     variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
     lines = ["| variant | seed | " + " | ".join(str(s) for s in STEPS) +
@@ -92,9 +155,7 @@ def write_table(results, runs_dir: Path | None, out: Path) -> None:
             cells = []
             for step in STEPS:
                 p = rows.get(step)
-                cells.append("-" if p is None else
-                             f"{'**' if p['clean'] else ''}{p['confident']:.2f} / {p['fd']:.0f}"
-                             f"{'**' if p['clean'] else ''}")
+                cells.append(_cell(p))
                 if p is not None:
                     rows_csv.append({"variant": variant, "seed": seed, "step": step,
                                      "draws": p["draws"], "confident": round(p["confident"], 4),
@@ -105,13 +166,7 @@ def write_table(results, runs_dir: Path | None, out: Path) -> None:
             at = clean_at(rows)
             lines.append(f"| {variant} | {seed} | " + " | ".join(cells) +
                          f" | {at if at else '> ' + str(max(rows))} | {qtext} |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
-        writer.writeheader()
-        writer.writerows(rows_csv)
-    print("\n".join(lines))
+    _write(out, "table", lines, rows_csv)
 
 
 def plot(results, path: Path, bound: float) -> None:
@@ -170,7 +225,13 @@ def main(argv: list[str]) -> None:
     if cfg["committed"]:
         results.update(committed([n for n in cfg["committed"].split(",") if n]))
     out = Path(cfg["out"])
+    posthoc_runs = {n for n in str(cfg["posthoc"]).split(",") if n}
+    own_ema = {key: rows for key, rows in results.items() if key[0] in posthoc_runs}
+    results = {key: rows for key, rows in results.items() if key[0] not in posthoc_runs}
     write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out)
+    posthoc = collect_posthoc(Path(cfg["scores"]), int(cfg["posthoc_step"]))
+    if posthoc:
+        write_posthoc_table(posthoc, own_ema, int(cfg["posthoc_step"]), out)
     plot(results, out / "clean_fraction.png", prior_clean.DIGITS_CLEAN_FRACTION)
 
 

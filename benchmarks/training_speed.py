@@ -21,10 +21,10 @@ dashed). PIL only.
 
 Post-hoc EMA (``module.posthoc_ema``): runs listed in ``posthoc=`` (default ``ph,mph``: the
 preset and Min-SNR trained with power-EMA snapshots every 50 steps) are left out of the
-table above and get ``out/posthoc.md`` / ``posthoc.csv`` instead: at ``posthoc_step=`` (500)
-the pooled confident / FD of the run's own EMA (ema-pytorch, today's default) beside the EMAs
-``python -m priorpaint.ema_posthoc`` rebuilt at each σ_rel, scored as
-``<variant>_s<seed>_sigma<σ>_step<N>`` (the queue in the README's commands).
+table above and get ``out/posthoc.md`` / ``posthoc.csv`` instead: the pooled confident / FD
+of the run's own EMA (ema-pytorch, today's default; its checkpoints every 250 steps) beside
+the EMAs ``python -m priorpaint.ema_posthoc`` rebuilt at each σ_rel and step (snapshots
+every 50 steps), scored as ``<variant>_s<seed>_sigma<σ>_step<N>``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 POSTHOC = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_sigma(?P<sigma>[\d.]+)$")
 STEPS = (250, 500, 750, 1000)
 DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
-            "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph",
-            "posthoc_step": 500}
+            "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph"}
 
 
 def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
@@ -62,20 +61,25 @@ def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
     return out
 
 
-def collect_posthoc(scores_dir: Path, step: int) -> dict[tuple[str, int, str], dict]:
-    """{(variant, seed, σ_rel): pooled draws} of the post-hoc EMAs rebuilt at ``step``.
+def collect_posthoc(scores_dir: Path) -> dict[tuple[str, int, str], dict[int, dict]]:
+    """{(variant, seed, σ_rel): {step: pooled draws}} of the post-hoc EMAs rebuilt.
 
-    A rebuild from a run trained before commit 9f45763 ends at ``step - 1``: snapshots then
-    recorded the step before Lightning counted the one just taken (the snapshot after update
-    500 said 499; the checkpoint of that moment is step0000500.ckpt), so both are this step.
+    A rebuild from a snapshot written before commit 9f45763 names the step before the one it
+    ends: snapshots then recorded the step Lightning had counted before the one just taken
+    (the snapshot after update 500 said 499; the checkpoint of that moment is
+    step0000500.ckpt), so a step ending in 49 or 99 is counted as the next one.
     """
-    groups: dict[tuple[str, int, str], list[dict]] = {}
+    groups: dict[tuple[str, int, str, int], list[dict]] = {}
     for s in read_scores(scores_dir):
         match = POSTHOC.match(s["run"])
-        if match and s["weights"] == "ema" and s["step"] in (step, step - 1):
-            key = (match["variant"], int(match["seed"]), f"{float(match['sigma']):.2f}")
+        if match and s["weights"] == "ema":
+            step = s["step"] + 1 if s["step"] % 50 == 49 else s["step"]
+            key = (match["variant"], int(match["seed"]), f"{float(match['sigma']):.2f}", step)
             groups.setdefault(key, []).append(s)
-    return {key: pool(draws) for key, draws in groups.items()}
+    out: dict[tuple[str, int, str], dict[int, dict]] = {}
+    for (variant, seed, sigma, step), draws in groups.items():
+        out.setdefault((variant, seed, sigma), {})[step] = pool(draws)
+    return out
 
 
 def _write(out: Path, name: str, lines: list[str], rows_csv: list[dict]) -> None:
@@ -89,23 +93,25 @@ def _write(out: Path, name: str, lines: list[str], rows_csv: list[dict]) -> None
     print("\n".join(lines))
 
 
-def write_posthoc_table(posthoc, own_ema, step: int, out: Path) -> None:
-    """posthoc.md / .csv: each run's own EMA at ``step`` beside its post-hoc rebuilds."""
-    sigmas = sorted({sigma for _, _, sigma in posthoc}, key=float)
-    lines = ["| training | seed | ema-pytorch (today's default) | " +
-             " | ".join(f"post-hoc σ_rel {sg}" for sg in sigmas) + " |",
-             "|---|---|---|" + "---|" * len(sigmas)]
+def write_posthoc_table(posthoc, own_ema, out: Path) -> None:
+    """posthoc.md / .csv: per run, its own EMA (checkpoints every 250 steps) and each rebuilt
+    σ_rel, pooled confident / FD at every step scored."""
+    steps = sorted({step for rows in posthoc.values() for step in rows})
+    lines = ["| training | seed | EMA | " + " | ".join(str(s) for s in steps) + " |",
+             "|---|---|---|" + "---|" * len(steps)]
     rows_csv = []
     for variant, seed in sorted({(v, sd) for v, sd, _ in posthoc}):
-        own = own_ema.get((variant, seed), {}).get(step)
-        cells = [_cell(own)] + [_cell(posthoc.get((variant, seed, sg))) for sg in sigmas]
-        lines.append(f"| {variant} | {seed} | " + " | ".join(cells) + " |")
-        for ema, p in [("ema-pytorch", own)] + [(f"sigma_rel={sg}", posthoc.get(
-                (variant, seed, sg))) for sg in sigmas]:
-            if p is not None:
-                rows_csv.append({"variant": variant, "seed": seed, "step": step, "ema": ema,
-                                 "draws": p["draws"], "confident": round(p["confident"], 4),
-                                 "fd": round(p["fd"], 2), "clean": p["clean"]})
+        emas = [("ema-pytorch (today's default)", own_ema.get((variant, seed), {}))] + [
+            (f"post-hoc σ_rel {sg}", posthoc[(v, sd, sg)])
+            for v, sd, sg in sorted(posthoc, key=lambda key: float(key[2]))
+            if (v, sd) == (variant, seed)]
+        for ema, rows in emas:
+            lines.append(f"| {variant} | {seed} | {ema} | " +
+                         " | ".join(_cell(rows.get(step)) for step in steps) + " |")
+            rows_csv += [{"variant": variant, "seed": seed, "ema": ema, "step": step,
+                          "draws": p["draws"], "confident": round(p["confident"], 4),
+                          "fd": round(p["fd"], 2), "clean": p["clean"]}
+                         for step, p in sorted(rows.items()) if step in steps]
     _write(out, "posthoc", lines, rows_csv)
 
 
@@ -229,9 +235,9 @@ def main(argv: list[str]) -> None:
     own_ema = {key: rows for key, rows in results.items() if key[0] in posthoc_runs}
     results = {key: rows for key, rows in results.items() if key[0] not in posthoc_runs}
     write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out)
-    posthoc = collect_posthoc(Path(cfg["scores"]), int(cfg["posthoc_step"]))
+    posthoc = collect_posthoc(Path(cfg["scores"]))
     if posthoc:
-        write_posthoc_table(posthoc, own_ema, int(cfg["posthoc_step"]), out)
+        write_posthoc_table(posthoc, own_ema, out)
     plot(results, out / "clean_fraction.png", prior_clean.DIGITS_CLEAN_FRACTION)
 
 

@@ -44,6 +44,8 @@ from score_files import pool, read_priorpaint, read_scores  # noqa: E402
 RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 POSTHOC = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_sigma(?P<sigma>[\d.]+)$")
 STEPS = (250, 500, 750, 1000)
+# what the post-hoc runs of the screen were trained as (their table's first column)
+POSTHOC_LABELS = {"ph": "preset, retrained fp32", "mph": "min_snr"}
 DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
             "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph"}
 
@@ -106,7 +108,7 @@ def write_posthoc_table(posthoc, own_ema, out: Path) -> None:
             for v, sd, sg in sorted(posthoc, key=lambda key: float(key[2]))
             if (v, sd) == (variant, seed)]
         for ema, rows in emas:
-            lines.append(f"| {variant} | {seed} | {ema} | " +
+            lines.append(f"| {POSTHOC_LABELS.get(variant, variant)} | {seed} | {ema} | " +
                          " | ".join(_cell(rows.get(step)) for step in steps) + " |")
             rows_csv += [{"variant": variant, "seed": seed, "ema": ema, "step": step,
                           "draws": p["draws"], "confident": round(p["confident"], 4),

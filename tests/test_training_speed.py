@@ -38,9 +38,9 @@ def test_posthoc_runs_get_their_own_table_beside_their_own_ema(tmp_path, capsys)
     posthoc = (out / "posthoc.md").read_text().splitlines()
     assert posthoc[0] == "| training | seed | EMA | 500 | 600 |"
     assert posthoc[2:] == [
-        "| ph | 0 | ema-pytorch (today's default) | 0.55 / 170 | - |",
-        "| ph | 0 | post-hoc σ_rel 0.05 | **0.85 / 110** | 0.90 / 150 |",
-        "| ph | 0 | post-hoc σ_rel 0.10 | 0.65 / 150 | - |"]
+        "| preset, retrained fp32 | 0 | ema-pytorch (today's default) | 0.55 / 170 | - |",
+        "| preset, retrained fp32 | 0 | post-hoc σ_rel 0.05 | **0.85 / 110** | 0.90 / 150 |",
+        "| preset, retrained fp32 | 0 | post-hoc σ_rel 0.10 | 0.65 / 150 | - |"]
     rows = (out / "posthoc.csv").read_text().splitlines()
     assert rows[0] == "variant,seed,ema,step,draws,confident,fd,clean"
     assert rows[2] == "ph,0,post-hoc σ_rel 0.05,500,2,0.85,110.0,True"

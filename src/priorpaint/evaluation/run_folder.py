@@ -29,7 +29,7 @@ from einops import rearrange
 from ..cli import UserError
 from ..imageio import UINT8, ValueRule, read_array
 from ..masks import load_masks_for
-from ..metrics import aggregate, diversity, lpips, lpips_diversity, psnr, ssim
+from ..metrics import aggregate, diversity, known_region_error, lpips, lpips_diversity, psnr, ssim
 from ..sampling.images import InputImage, input_files, load_input
 from ..seeding import Stream, stream_seed
 from .suite import MetricSuite
@@ -87,13 +87,15 @@ def units(dtype) -> str:
     return f"{dtype.name} values"
 
 
-def known_error(output: np.ndarray, reference: np.ndarray, known: np.ndarray) -> int | float:
-    """Largest |output - reference| over the known pixels (``known`` (H, W) True), in the
-    files' own units; 0 for a correct run (the known pixels are copied, not resampled)."""
-    if not known.any():
-        return 0
-    diff = np.abs(output.astype(np.float64) - reference.astype(np.float64))[known].max()
-    return int(diff) if output.dtype.kind in "ui" else float(diff)
+def known_error(output: np.ndarray, reference: np.ndarray, mask: torch.Tensor) -> int | float:
+    """``metrics.known_region_error`` on the stored (H, W, C) values (float64, not mapped to
+    [-1, 1]), so it reads in the files' own units; ``mask`` (1, H, W), 1 = known. 0 for a
+    correct run: the known pixels are copied, not resampled."""
+    def chw(values: np.ndarray) -> torch.Tensor:
+        return rearrange(torch.from_numpy(values.astype(np.float64)), "h w c -> 1 c h w")
+
+    error = float(known_region_error(chw(output), chw(reference), mask[None])[0])
+    return int(error) if output.dtype.kind in "ui" else error
 
 
 def _read_output(path: Path, like: InputImage | None) -> np.ndarray:
@@ -178,10 +180,9 @@ def _input_rows(inp: InputImage, mask: torch.Tensor, files: list[Path],
     features = suite.lpips is not None   # None too for data LPIPS cannot take
     if features:
         values["lpips"] = lpips(samples, target, suite.lpips)
-    known = mask[0].numpy() > 0.5
     rows = [{"file": f.name, "image": inp.path.name, "sample": k,
              **{name: float(v[k]) for name, v in values.items()},
-             "known_error": known_error(pixels, inp.pixels, known),
+             "known_error": known_error(pixels, inp.pixels, mask),
              "hole_fraction": float(hole.mean())}
             for k, (f, pixels) in enumerate(zip(files, outputs, strict=True))]
     if len(files) > 1:   # per input, on its first output's row: the summary counts inputs

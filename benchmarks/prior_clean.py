@@ -256,8 +256,9 @@ def scorer(cfg: dict, size: tuple[int, int]):
     return train, net, (ref.mean(0), torch.cov(ref.T)), digest
 
 
-def rescore(cfg: dict) -> list[dict]:
-    """``grids=``: score saved draws again with this machine's classifier; print, write nothing."""
+def rescore(cfg: dict, pool: bool = True) -> list[dict]:
+    """``grids=``: score saved draws again with this machine's classifier; print, write nothing.
+    ``pool=False`` leaves out the pooled verdict (grids of several checkpoints)."""
     paths = sorted(Path(path) for path in glob.glob(cfg["grids"]))
     if not paths:
         fail(f"grids={cfg['grids']} matches no file: give a glob of prior_clean.py's PNG grids")
@@ -272,7 +273,7 @@ def rescore(cfg: dict) -> list[dict]:
         fail(f"grids={cfg['grids']}: the grids must all be grey and of one image size")
     _, net, reference, digest = scorer(cfg, size)
     results = []
-    for path, samples in zip(paths, images, strict=True):
+    for path, samples in zip(paths, images, strict=True):   # each grid alone, then pooled
         result = score(samples, net, reference, cfg["confidence"])
         result.update(source=str(path), classifier=digest,
                       blobs=blobs(samples, BLOB_BRIGHTNESS[cfg["data"]]),
@@ -281,7 +282,7 @@ def rescore(cfg: dict) -> list[dict]:
               f"({round(result['confident'] * result['n'])}/{result['n']}), FD {result['fd']:.2f}, "
               f"blobs {result['blobs']} -> {'CLEAN' if result['clean'] else 'not clean'}", flush=True)
         results.append(result)
-    if len(results) > 1:
+    if len(results) > 1 and pool:
         both = pooled(results, cfg["clean_fraction"], cfg["fd_bound"])
         print(f"pooled {len(results)} grids ({both['n']} samples): confident {both['confident']:.3f} "
               f"({round(both['confident'] * both['n'])}/{both['n']}), mean FD {both['fd']:.2f} -> "

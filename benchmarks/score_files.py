@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 SCORE_NAME = re.compile(r"^(?P<run>.*?)_?step(?P<step>\d+)_(?P<weights>raw|ema)_(?P<respacing>\w+?)"
-                        r"_seed(?P<seed>\d+)\.json$")
+                        r"_seed(?P<seed>\d+)\.(?:json|png)$")
 
 
 
@@ -46,6 +46,28 @@ def read_scores(folder: Path) -> list[dict]:
                 # files written before these were stored are MNIST's, scored at 0.85 / 150
                 "clean_fraction": result.get("clean_fraction", 0.85),
                 "fd_bound": result.get("fd_bound", 150.0)})
+    return sorted(scores, key=lambda s: (s["run"], s["step"], s["weights"], s["respacing"],
+                                         int(s["seed"])))
+
+
+def rescore_grids(folder: Path, data: str, mnist: str, cache: str) -> list[dict]:
+    """Every prior_clean.py PNG grid in ``folder`` (named as its score file) scored again with
+    this machine's classifier, as :func:`read_scores` rows: the classifier is trained on each
+    machine and reads a draw slightly differently (docs/research/classifier-calibration.md),
+    so draws from other sessions are compared with today's only through one classifier."""
+    import prior_clean
+
+    if not list(folder.glob("*.png")):
+        return []
+    cfg = prior_clean.parse([f"grids={folder}/*.png", f"data={data}", f"mnist={mnist}",
+                             f"cache={cache}"])
+    scores = []
+    for result in prior_clean.rescore(cfg, pool=False):
+        match = SCORE_NAME.match(Path(result["source"]).name)
+        if match:
+            scores.append({**match.groupdict(), "step": int(match["step"]),
+                           **{k: result[k] for k in ("confident", "fd", "clean", "n", "blobs")},
+                           "clean_fraction": cfg["clean_fraction"], "fd_bound": cfg["fd_bound"]})
     return sorted(scores, key=lambda s: (s["run"], s["step"], s["weights"], s["respacing"],
                                          int(s["seed"])))
 

@@ -19,6 +19,16 @@ checkpoint whose pooled draws are clean, MSE per t-quarter at the last logged st
 fraction against steps, one colour per variant, seed 0 solid and seed 1 thin, the bound
 dashed). PIL only.
 
+The MNIST confirmation (``experiment=mnist32``) is tabled from grids instead of JSON:
+``grids=`` names a folder of prior_clean.py's PNG grids (named as its score files), each
+scored again here with this machine's classifier (``data=mnist mnist= cache=``), so the
+preset's draws committed in #19 and today's variants are read by one classifier;
+``steps=`` picks the columns (default the quickstart's 250,500,750,1000):
+
+    python benchmarks/training_speed.py grids=docs/results/training_speed/mnist32/grids \
+        data=mnist steps=2000,3000,4000 committed= runs=/work/runs31m cache=/work/runs31m/cache \
+        out=docs/results/training_speed/mnist32
+
 Post-hoc EMA (``module.posthoc_ema``): runs listed in ``posthoc=`` (default ``ph,mph``: the
 preset and Min-SNR trained with power-EMA snapshots every 50 steps) are left out of the
 table above and get ``out/posthoc.md`` / ``posthoc.csv`` instead: the pooled confident / FD
@@ -39,21 +49,24 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from arguments import key_value_options  # noqa: E402
-from score_files import pool, read_priorpaint, read_scores  # noqa: E402
+from score_files import pool, read_priorpaint, read_scores, rescore_grids  # noqa: E402
 
 RUN = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 POSTHOC = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_sigma(?P<sigma>[\d.]+)$")
-STEPS = (250, 500, 750, 1000)
+STEPS = (250, 500, 750, 1000)   # the quickstart screen's checkpoints (steps= for others)
 # what the post-hoc runs of the screen were trained as (their table's first column)
 POSTHOC_LABELS = {"ph": "preset, retrained fp32", "mph": "min_snr"}
 DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
-            "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph"}
+            "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph", "grids": None,
+            "steps": ",".join(map(str, STEPS)), "data": "digits",
+            "mnist": str(ROOT.parent / "shared" / "data" / "mnist"), "cache": "study/cache"}
 
 
-def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
-    """{(variant, seed): {step: pooled EMA draws}} from prior_clean.py's JSON files."""
+def collect(scores: list[dict]) -> dict[tuple[str, int], dict[int, dict]]:
+    """{(variant, seed): {step: pooled EMA draws}} from prior_clean.py's scores (read_scores
+    or rescore_grids rows)."""
     groups: dict[tuple[str, int, int], list[dict]] = {}
-    for s in read_scores(scores_dir):
+    for s in scores:
         match = RUN.match(s["run"])
         if match and s["weights"] == "ema":
             groups.setdefault((match["variant"], int(match["seed"]), s["step"]), []).append(s)
@@ -63,7 +76,7 @@ def collect(scores_dir: Path) -> dict[tuple[str, int], dict[int, dict]]:
     return out
 
 
-def collect_posthoc(scores_dir: Path) -> dict[tuple[str, int, str], dict[int, dict]]:
+def collect_posthoc(scores: list[dict]) -> dict[tuple[str, int, str], dict[int, dict]]:
     """{(variant, seed, σ_rel): {step: pooled draws}} of the post-hoc EMAs rebuilt.
 
     A rebuild from a snapshot written before commit 9f45763 names the step before the one it
@@ -72,7 +85,7 @@ def collect_posthoc(scores_dir: Path) -> dict[tuple[str, int, str], dict[int, di
     step0000500.ckpt), so a step ending in 49 or 99 is counted as the next one.
     """
     groups: dict[tuple[str, int, str, int], list[dict]] = {}
-    for s in read_scores(scores_dir):
+    for s in scores:
         match = POSTHOC.match(s["run"])
         if match and s["weights"] == "ema":
             step = s["step"] + 1 if s["step"] % 50 == 49 else s["step"]
@@ -117,13 +130,13 @@ def write_posthoc_table(posthoc, own_ema, out: Path) -> None:
     _write(out, "posthoc", lines, rows_csv)
 
 
-def committed(names: list[str]) -> dict[tuple[str, int], dict[int, dict]]:
+def committed(names: list[str], steps=STEPS) -> dict[tuple[str, int], dict[int, dict]]:
     """Today's preset's committed scores (docs/results/training_speed/preset_scores: four
     draws pooled, as scored when the runs were trained; bf16-mixed, the preset's precision)."""
     out: dict[tuple[str, int], dict[int, list[dict]]] = {}
     for s in read_scores(ROOT / "docs" / "results" / "training_speed" / "preset_scores"):
         if s["run"] in names and s["weights"] == "ema" and s["respacing"] == "100" \
-                and s["step"] in STEPS:
+                and s["step"] in steps:
             seed = int(RUN.match(s["run"])["seed"])
             out.setdefault(("preset", seed), {}).setdefault(s["step"], []).append(s)
     return {key: {step: pool(draws) for step, draws in rows.items()} for key, rows in out.items()}
@@ -151,17 +164,17 @@ def _cell(p: dict | None) -> str:
     return f"{bold}{p['confident']:.2f} / {p['fd']:.0f}{bold}"
 
 
-def write_table(results, runs_dir: Path | None, out: Path) -> None:
+def write_table(results, runs_dir: Path | None, out: Path, steps=STEPS) -> None:
     variants = sorted({v for v, _ in results}, key=lambda v: (v not in ("preset", "base"), v))
-    lines = ["| variant | seed | " + " | ".join(str(s) for s in STEPS) +
+    lines = ["| variant | seed | " + " | ".join(str(s) for s in steps) +
              " | clean at | MSE per t-quarter, last logged step (q0 least noise ... q3) |",
-             "|---|---|" + "---|" * len(STEPS) + "---|---|"]
+             "|---|---|" + "---|" * len(steps) + "---|---|"]
     rows_csv = []
     for variant in variants:
         for seed in sorted(s for v, s in results if v == variant):
             rows = results[(variant, seed)]
             cells = []
-            for step in STEPS:
+            for step in steps:
                 p = rows.get(step)
                 cells.append(_cell(p))
                 if p is not None:
@@ -177,7 +190,7 @@ def write_table(results, runs_dir: Path | None, out: Path) -> None:
     _write(out, "table", lines, rows_csv)
 
 
-def plot(results, path: Path, bound: float) -> None:
+def plot(results, path: Path, bound: float, steps=STEPS) -> None:
     """Pooled confident fraction against steps: a colour per variant, seed 0 thick, seed 1 thin."""
     from PIL import Image, ImageDraw
 
@@ -189,27 +202,27 @@ def plot(results, path: Path, bound: float) -> None:
     draw = ImageDraw.Draw(image)
 
     def xy(step, value):
-        return (pad + (step - STEPS[0]) / (STEPS[-1] - STEPS[0]) * w,
+        return (pad + (step - steps[0]) / (steps[-1] - steps[0]) * w,
                 pad + h - (value - lo) / (hi - lo) * h)
 
     draw.rectangle([pad, pad, pad + w, pad + h], outline="black")
-    for step in STEPS:
+    for step in steps:
         x, _ = xy(step, lo)
         draw.text((x - 12, pad + h + 6), str(step), fill="black")
     for v in (0.4, 0.6, 0.8, 1.0):
-        _, y = xy(STEPS[0], v)
+        _, y = xy(steps[0], v)
         draw.text((pad - 30, y - 6), f"{v:.1f}", fill="black")
-    _, y = xy(STEPS[0], bound)
+    _, y = xy(steps[0], bound)
     for x in range(pad, pad + w, 12):
         draw.line([(x, y), (x + 6, y)], fill=(200, 0, 0), width=1)
-    draw.text((pad, 10), "confident fraction (4 draws of 64 pooled; 250: one draw) vs training "
-              f"steps; clean needs >= {bound} (red dashes)", fill="black")
+    draw.text((pad, 10), "confident fraction (the draws of 64 of each checkpoint pooled) vs "
+              f"training steps; clean needs >= {bound} (red dashes)", fill="black")
     draw.text((pad + w / 2 - 40, pad + h + 24), "training step", fill="black")
     for i, variant in enumerate(variants):
         colour = colours[i % len(colours)]
         for seed in sorted(s for v, s in results if v == variant):
             rows = results[(variant, seed)]
-            points = [xy(s, rows[s]["confident"]) for s in STEPS if s in rows]
+            points = [xy(s, rows[s]["confident"]) for s in steps if s in rows]
             if len(points) > 1:
                 draw.line(points, fill=colour, width=3 if seed == 0 else 1)
             for x, y in points:
@@ -226,21 +239,32 @@ def main(argv: list[str]) -> None:
     import prior_clean
 
     cfg = key_value_options(argv, DEFAULTS, "training_speed.py")
-    if not cfg["scores"]:
-        print("training_speed.py: give scores=<folder of prior_clean.py JSON>", file=sys.stderr)
+    if bool(cfg["scores"]) == bool(cfg["grids"]):
+        print("training_speed.py: give scores=<folder of prior_clean.py JSON> or grids=<folder "
+              "of its PNG grids, scored again here>", file=sys.stderr)
         raise SystemExit(2)
-    results = collect(Path(cfg["scores"]))
+    try:
+        steps = tuple(int(s) for s in str(cfg["steps"]).split(",") if s)
+    except ValueError:
+        steps = ()
+    if len(steps) < 2 or cfg["data"] not in prior_clean.BOUNDS:
+        print(f"training_speed.py: steps={cfg['steps']} must list two or more steps and "
+              f"data={cfg['data']} be one of {', '.join(prior_clean.BOUNDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    scores = (read_scores(Path(cfg["scores"])) if cfg["scores"] else
+              rescore_grids(Path(cfg["grids"]), cfg["data"], cfg["mnist"], cfg["cache"]))
+    results = collect(scores)
     if cfg["committed"]:
-        results.update(committed([n for n in cfg["committed"].split(",") if n]))
+        results.update(committed([n for n in cfg["committed"].split(",") if n], steps))
     out = Path(cfg["out"])
     posthoc_runs = {n for n in str(cfg["posthoc"]).split(",") if n}
     own_ema = {key: rows for key, rows in results.items() if key[0] in posthoc_runs}
     results = {key: rows for key, rows in results.items() if key[0] not in posthoc_runs}
-    write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out)
-    posthoc = collect_posthoc(Path(cfg["scores"]))
+    write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out, steps)
+    posthoc = collect_posthoc(scores)
     if posthoc:
         write_posthoc_table(posthoc, own_ema, out)
-    plot(results, out / "clean_fraction.png", prior_clean.DIGITS_CLEAN_FRACTION)
+    plot(results, out / "clean_fraction.png", prior_clean.BOUNDS[cfg["data"]][0], steps)
 
 
 if __name__ == "__main__":

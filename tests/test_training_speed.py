@@ -44,3 +44,38 @@ def test_posthoc_runs_get_their_own_table_beside_their_own_ema(tmp_path, capsys)
     rows = (out / "posthoc.csv").read_text().splitlines()
     assert rows[0] == "variant,seed,ema,step,draws,confident,fd,clean"
     assert rows[2] == "ph,0,post-hoc σ_rel 0.05,500,2,0.85,110.0,True"
+
+
+def test_grids_are_scored_again_and_tabled_at_the_steps_asked(tmp_path, monkeypatch):
+    """grids=: every PNG grid named as a score file is scored by this machine's classifier
+    (prior_clean.rescore, faked here), grouped by run and step, the draws of one checkpoint
+    pooled; steps= picks the columns; a grid named otherwise is left out."""
+    import prior_clean
+
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    reads = {"preset_s0_step0002000_ema_100_seed0.png": 0.50,
+             "minsnr_s0_step0002000_ema_100_seed0.png": 0.70,
+             "minsnr_s0_step0003000_ema_250_seed0.png": 0.80,
+             "minsnr_s0_step0003000_ema_250_seed1.png": 0.90,
+             "notes.png": 0.0}
+    for name in reads:
+        (grids / name).write_bytes(b"")
+    asked = []
+
+    def rescore(cfg, pool=True):
+        asked.append((cfg["grids"], cfg["data"], pool))
+        paths = sorted(grids.glob("*.png"))
+        return [{"source": str(p), "n": 64, "confident": reads[p.name], "fd": 100.0,
+                 "blobs": 0, "clean": reads[p.name] >= 0.85} for p in paths]
+
+    monkeypatch.setattr(prior_clean, "rescore", rescore)
+    out = tmp_path / "out"
+    training_speed.main([f"grids={grids}", "data=mnist", "steps=2000,3000,4000", "committed=",
+                         f"out={out}"])
+    assert asked == [(f"{grids}/*.png", "mnist", False)]
+    lines = (out / "table.md").read_text().splitlines()
+    assert lines[0].startswith("| variant | seed | 2000 | 3000 | 4000 | clean at |")
+    assert lines[2] == "| preset | 0 | 0.50 / 100 | - | - | > 2000 | - |"
+    assert lines[3] == "| minsnr | 0 | 0.70 / 100 | **0.85 / 100** | - | 3000 | - |"
+    assert (out / "clean_fraction.png").is_file()

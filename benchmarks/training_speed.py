@@ -23,11 +23,13 @@ The MNIST confirmation (``experiment=mnist32``) is tabled from grids instead of 
 ``grids=`` names a folder of prior_clean.py's PNG grids (named as its score files), each
 scored again here with this machine's classifier (``data=mnist mnist= cache=``), so the
 preset's draws committed in #19 and today's variants are read by one classifier;
-``steps=`` picks the columns (default the quickstart's 250,500,750,1000):
+``steps=`` picks the columns (default the quickstart's 250,500,750,1000); ``montage=``
+(``variant:step,...``) puts those draws side by side, a row per training seed, in
+``out/side_by_side.png``:
 
     python benchmarks/training_speed.py grids=docs/results/training_speed/mnist32/grids \
         data=mnist steps=2000,3000,4000 committed= runs=/work/runs31m cache=/work/runs31m/cache \
-        out=docs/results/training_speed/mnist32
+        montage=preset:2000,minsnr:2000,preset:4000 out=docs/results/training_speed/mnist32
 
 Post-hoc EMA (``module.posthoc_ema``): runs listed in ``posthoc=`` (default ``ph,mph``: the
 preset and Min-SNR trained with power-EMA snapshots every 50 steps) are left out of the
@@ -59,7 +61,8 @@ POSTHOC_LABELS = {"ph": "preset, retrained fp32", "mph": "min_snr"}
 DEFAULTS = {"scores": None, "runs": None, "out": "docs/results/training_speed",
             "committed": "quickstart_s0,quickstart_s1", "posthoc": "ph,mph", "grids": None,
             "steps": ",".join(map(str, STEPS)), "data": "digits",
-            "mnist": str(ROOT.parent / "shared" / "data" / "mnist"), "cache": "study/cache"}
+            "mnist": str(ROOT.parent / "shared" / "data" / "mnist"), "cache": "study/cache",
+            "montage": ""}
 
 
 def collect(scores: list[dict]) -> dict[tuple[str, int], dict[int, dict]]:
@@ -235,6 +238,29 @@ def plot(results, path: Path, bound: float, steps=STEPS) -> None:
     image.save(path)
 
 
+def montage(grids: Path, columns: list[tuple[str, int]], path: Path, seeds=(0, 1)) -> None:
+    """The draws (sampling seed 0) of ``columns`` (variant, step) side by side, one row per
+    training seed, labelled: what the table's numbers look like."""
+    from PIL import Image, ImageDraw
+
+    def grid(variant, step, seed):
+        found = sorted(grids.glob(f"{variant}_s{seed}_step{step:07d}_ema_*_seed0.png"))
+        return Image.open(found[0]).convert("RGB") if found else None
+
+    cells = {(c, seed): grid(*c, seed) for c in columns for seed in seeds}
+    w, h = next(im.size for im in cells.values() if im is not None)
+    image = Image.new("RGB", (70 + len(columns) * (w + 10), 24 + len(seeds) * (h + 10)), "white")
+    draw = ImageDraw.Draw(image)
+    for j, (variant, step) in enumerate(columns):
+        draw.text((74 + j * (w + 10), 6), f"{variant}, step {step}", fill="black")
+        for i, seed in enumerate(seeds):
+            if cells[(variant, step), seed] is not None:
+                image.paste(cells[(variant, step), seed], (70 + j * (w + 10), 24 + i * (h + 10)))
+    for i, seed in enumerate(seeds):
+        draw.text((4, 24 + i * (h + 10) + h // 2), f"seed {seed}", fill="black")
+    image.save(path)
+
+
 def main(argv: list[str]) -> None:
     import prior_clean
 
@@ -265,6 +291,10 @@ def main(argv: list[str]) -> None:
     if posthoc:
         write_posthoc_table(posthoc, own_ema, out)
     plot(results, out / "clean_fraction.png", prior_clean.BOUNDS[cfg["data"]][0], steps)
+    if cfg["grids"] and cfg["montage"]:
+        columns = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1]))
+                   for c in str(cfg["montage"]).split(",") if c]
+        montage(Path(cfg["grids"]), columns, out / "side_by_side.png")
 
 
 if __name__ == "__main__":

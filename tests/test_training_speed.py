@@ -59,8 +59,10 @@ def test_grids_are_scored_again_and_tabled_at_the_steps_asked(tmp_path, monkeypa
              "minsnr_s0_step0003000_ema_250_seed0.png": 0.80,
              "minsnr_s0_step0003000_ema_250_seed1.png": 0.90,
              "notes.png": 0.0}
+    from PIL import Image
+
     for name in reads:
-        (grids / name).write_bytes(b"")
+        Image.new("L", (34, 34), 255).save(grids / name)
     asked = []
 
     def rescore(cfg, pool=True):
@@ -72,10 +74,11 @@ def test_grids_are_scored_again_and_tabled_at_the_steps_asked(tmp_path, monkeypa
     monkeypatch.setattr(prior_clean, "rescore", rescore)
     out = tmp_path / "out"
     training_speed.main([f"grids={grids}", "data=mnist", "steps=2000,3000,4000", "committed=",
-                         f"out={out}"])
+                         f"out={out}", "montage=preset:2000,minsnr:2000"])
     assert asked == [(f"{grids}/*.png", "mnist", False)]
     lines = (out / "table.md").read_text().splitlines()
     assert lines[0].startswith("| variant | seed | 2000 | 3000 | 4000 | clean at |")
     assert lines[2] == "| preset | 0 | 0.50 / 100 | - | - | > 2000 | - |"
     assert lines[3] == "| minsnr | 0 | 0.70 / 100 | **0.85 / 100** | - | 3000 | - |"
     assert (out / "clean_fraction.png").is_file()
+    assert Image.open(out / "side_by_side.png").size == (70 + 2 * 44, 24 + 2 * 44)   # seed 1: blank

@@ -79,6 +79,28 @@ def test_the_power_ema_has_the_telescoped_profile(tmp_path):
         assert torch.allclose(profile @ sequence, direct, rtol=1e-10, atol=1e-10)
 
 
+def test_a_loaded_power_ema_continues_the_same_averages(tmp_path):
+    """The update count lives in a buffer (checkpoints) and a Python mirror (no host sync per
+    step): after load_state_dict the next update is n + 1 of the loaded run, as if unbroken."""
+    sequence = _sequence(12, seed=3)
+    whole, _ = _run(sequence, (0.05, 0.10), 1000, tmp_path)
+    first, _ = _run(sequence[:7], (0.05, 0.10), 1000, tmp_path)
+    layer = nn.Linear(5, 1, bias=False).double()
+    resumed = PowerEMAs(layer, (0.05, 0.10), 4, tmp_path)
+    assert resumed.count == 0
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.count == 7 and not resumed.snapshot_due()
+    for theta in sequence[7:]:
+        with torch.no_grad():
+            layer.weight.copy_(theta[None])
+        resumed.update(layer)
+        assert int(resumed.updates) == resumed.count        # the buffer kept in step
+        assert resumed.snapshot_due() == (resumed.count % 4 == 0)
+    assert resumed.count == 12
+    for a, b in zip(whole.averages, resumed.averages, strict=True):
+        assert torch.equal(a.weight, b.weight)
+
+
 def test_posthoc_rebuild_equals_an_ema_run_with_the_target_profile(tmp_path):
     """Snapshots of σ_rel 0.05 and 0.10 at every step span every profile: the rebuild of
     σ_rel 0.08 (never trained) is the directly run EMA within float tolerance. Every 5th step,

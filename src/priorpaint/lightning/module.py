@@ -263,7 +263,7 @@ class DiffusionPriorModule(pl.LightningModule):
     def on_train_end(self) -> None:
         # the last update is a snapshot too, so post-hoc EMA can end where training did
         posthoc = self.posthoc_emas
-        if posthoc is not None and int(posthoc.updates) > 0 and not posthoc.snapshot_due() \
+        if posthoc is not None and posthoc.count > 0 and not posthoc.snapshot_due() \
                 and self.global_rank == 0:
             posthoc.save_snapshot(self.global_step)
 

@@ -53,28 +53,51 @@ class PowerEMAs(nn.Module):
         self.averages = nn.ModuleList(copy.deepcopy(model).requires_grad_(False)
                                       for _ in self.sigma_rels)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._count: int | None = 0
+
+    @property
+    def count(self) -> int:
+        """Updates taken so far, kept as a Python int beside the ``updates`` buffer.
+
+        Why: reading the buffer (``int(self.updates)``) waits for the device at every training
+        step; the mirror is read from the buffer once, after construction or a checkpoint load.
+        """
+        if self._count is None:
+            self._count = int(self.updates)
+        return self._count
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None        # a resumed run continues from the loaded buffer
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """θ̂ ← β_n θ̂ + (1 - β_n) θ for the n-th update, per profile (buffers copied)."""
-        self.updates += 1
-        n = int(self.updates)
+        """θ̂ ← β_n θ̂ + (1 - β_n) θ for the n-th update, per profile (buffers copied).
+
+        One fused ``_foreach_lerp_`` per profile, as ema-pytorch does: no Python loop over
+        the parameters, no host sync.
+        """
+        n = self.count + 1
+        self._count = n
+        self.updates.fill_(n)
         online = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
         for gamma, average in zip(self.gammas, self.averages, strict=True):
             beta = power_ema_beta(n, gamma)
-            for name, param in average.named_parameters():
-                param.lerp_(online[name].detach().to(param.dtype), 1.0 - beta)
+            targets = [param for _, param in average.named_parameters()]
+            sources = [online[name].detach().to(param.dtype)
+                       for name, param in average.named_parameters()]
+            torch._foreach_lerp_(targets, sources, 1.0 - beta)
             for name, buffer in average.named_buffers():
                 buffer.copy_(buffers[name])
 
     def snapshot_due(self) -> bool:
-        n = int(self.updates)
+        n = self.count
         return n > 0 and n % self.snapshot_every == 0
 
     def save_snapshot(self, global_step: int) -> Path:
         """Write the current EMAs (CPU float32 state dicts) with their update count and γ."""
-        record = {"update": int(self.updates), "global_step": int(global_step),
+        record = {"update": self.count, "global_step": int(global_step),
                   "sigma_rels": self.sigma_rels, "gammas": self.gammas,
                   "state_dicts": [{k: v.detach().cpu().clone() for k, v in a.state_dict().items()}
                                   for a in self.averages]}

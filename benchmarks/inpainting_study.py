@@ -243,8 +243,14 @@ def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
 
 
 def metrics(completions: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor,
-            labels: torch.Tensor, net: DigitCNN, reference: tuple) -> dict:
-    """The study's metrics of ``completions`` (N, S, 1, H, W) in [-1, 1]."""
+            labels: torch.Tensor, net: DigitCNN, reference: tuple,
+            per_image: bool = False) -> dict:
+    """The study's metrics of ``completions`` (N, S, 1, H, W) in [-1, 1].
+
+    ``per_image`` adds each image's hole MSE (over its samples) and the fraction of its
+    samples read as the right digit, so two priors run on the same images and masks can be
+    compared image by image (``compare_studies.py``: a paired difference has a far smaller
+    error than the two rows' own intervals)."""
     n, s = completions.shape[:2]
     flat = completions.reshape(n * s, *completions.shape[2:])
     with torch.no_grad():
@@ -255,21 +261,26 @@ def metrics(completions: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor,
     hole = (mask.expand_as(x0) < 0.5)[:, None].expand_as(completions)
     known = ~hole
     pixels, truth = (completions + 1) / 2, ((x0 + 1) / 2)[:, None].expand_as(completions)
-    per_image = (((pixels - truth) ** 2) * hole).sum((1, 2, 3, 4)) / hole.sum((1, 2, 3, 4))
+    per_image_mse = ((((pixels - truth) ** 2) * hole).sum((1, 2, 3, 4))
+                     / hole.sum((1, 2, 3, 4)))
     diversity = float("nan")
     if s > 1:
         spread = pixels.std(dim=1, unbiased=False)                   # (N, 1, H, W)
         holes = hole[:, 0]
         diversity = float(((spread * holes).sum((1, 2, 3)) / holes.sum((1, 2, 3))).mean())
     mu, sigma = features.double().mean(0), torch.cov(features.double().T)
+    paired = {} if not per_image else {
+        "hole_mse_per_image": [float(v) for v in per_image_mse],
+        "correct_per_image": [float(v) for v in correct.reshape(n, s).mean(1)]}
     return {
         "accuracy": accuracy,
         "accuracy_ci95": wilson_half_width(accuracy, n),
-        "hole_mse": float(per_image.mean()),
-        "hole_mse_se": float(per_image.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        "hole_mse": float(per_image_mse.mean()),
+        "hole_mse_se": float(per_image_mse.std() / math.sqrt(n)) if n > 1 else float("nan"),
         "known_error": float(((pixels - truth).abs() * known).max() * 255),
         "diversity": diversity,
         "fd": float(frechet_distance(mu, sigma, *reference)),
+        **paired,
     }
 
 
@@ -364,7 +375,8 @@ def main(argv: list[str]) -> None:
                 completions, seconds = run_cell(prior, name, options, x0[:n], mask[:n],
                                                 ids[:n], cfg)
                 row = {"kind": kind, "sampler": label, "budget": budget, "calls": calls, "n": n,
-                       **metrics(completions, x0[:n], mask[:n], y[:n], net, reference),
+                       **metrics(completions, x0[:n], mask[:n], y[:n], net, reference,
+                                 per_image=True),
                        "s_per_image": seconds, "settings": _describe(options)}
                 cell.write_text(json.dumps(row))
                 print(f"{kind:7s} {label:13s} {calls:5d} calls n={n}: acc {row['accuracy']:.3f} "

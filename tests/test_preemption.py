@@ -111,3 +111,21 @@ def test_sigusr1_checkpoints_at_a_step_boundary_requeues_and_resumes_exactly(tmp
     assert (tmp_path / "scontrol.log").read_text().splitlines() == ["requeue 4242"]
     assert len(resumed) == 2
     assert_resumed_equals_straight(resumed, straight, step=6)
+
+
+def test_a_preempted_run_skips_the_end_grid(monkeypatch):
+    """The end-of-training grid (minutes at 250 steps) is not drawn after a preemption: the
+    warning leaves the job a minute or two, and the resumed run draws it when it ends."""
+    from types import SimpleNamespace
+
+    from priorpaint.lightning import PreemptionCheckpoint, SampleGridCallback
+
+    drawn = []
+    monkeypatch.setattr(SampleGridCallback, "_draw", lambda self, t, m: drawn.append(t.global_step))
+    grids, preemption = SampleGridCallback(every_n_steps=100), PreemptionCheckpoint()
+    trainer = SimpleNamespace(global_step=7, callbacks=[grids, preemption])
+    grids.on_train_end(trainer, None)
+    assert drawn == [7]   # a run that ended normally draws its last grid
+    grids._last_step, preemption.preempted_at = -1, 7
+    grids.on_train_end(trainer, None)
+    assert drawn == [7]   # preempted at step 7: nothing more

@@ -71,7 +71,9 @@ class SampleGridCallback(pl.Callback):
             self._draw(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != self._last_step:
+        # A preempted run draws nothing more: its warning gives the job a minute or two before
+        # the kill, and the resumed run draws this grid when it gets there.
+        if trainer.global_step != self._last_step and not _preempted(trainer):
             self._draw(trainer, pl_module)
 
     @rank_zero_only
@@ -153,6 +155,14 @@ class StepCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)
+
+
+def _preempted(trainer) -> bool:
+    """Whether a :class:`PreemptionCheckpoint` stopped this run (its checkpoint is saved)."""
+    from .preemption import PreemptionCheckpoint
+
+    return any(isinstance(c, PreemptionCheckpoint) and c.preempted_at is not None
+               for c in trainer.callbacks)
 
 
 def _to01(images: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from ..imageio import preview_channels
 from ..masks import make_mask
 from ..sampling import generate, inpaint
 from ..seeding import Stream, stream_seed
+from .preemption import PreemptionCheckpoint
 from .step_gate import OptimizerStepGate
 
 __all__ = ["SampleGridCallback", "StepCheckpoint", "ShardStatsLogger"]
@@ -159,8 +160,6 @@ class StepCheckpoint(ModelCheckpoint):
 
 def _preempted(trainer) -> bool:
     """Whether a :class:`PreemptionCheckpoint` stopped this run (its checkpoint is saved)."""
-    from .preemption import PreemptionCheckpoint
-
     return any(isinstance(c, PreemptionCheckpoint) and c.preempted_at is not None
                for c in trainer.callbacks)
 

@@ -36,7 +36,9 @@ preset and Min-SNR trained with power-EMA snapshots every 50 steps) are left out
 table above and get ``out/posthoc.md`` / ``posthoc.csv`` instead: the pooled confident / FD
 of the run's own EMA (ema-pytorch, today's default; its checkpoints every 250 steps) beside
 the EMAs ``python -m priorpaint.ema_posthoc`` rebuilt at each σ_rel and step (snapshots
-every 50 steps), scored as ``<variant>_s<seed>_sigma<σ>_step<N>``.
+every 50 steps), scored as ``<variant>_s<seed>_sigma<σ>_step<N>``. A variant not in
+``posthoc=`` with such rebuilt draws (MNIST's ``minsnr``) stays in the main table and gets its
+rows in ``posthoc.md`` too.
 """
 
 from __future__ import annotations
@@ -284,10 +286,13 @@ def main(argv: list[str]) -> None:
         results.update(committed([n for n in cfg["committed"].split(",") if n], steps))
     out = Path(cfg["out"])
     posthoc_runs = {n for n in str(cfg["posthoc"]).split(",") if n}
-    own_ema = {key: rows for key, rows in results.items() if key[0] in posthoc_runs}
+    posthoc = collect_posthoc(scores)
+    # a run's own EMA sits beside its rebuilt ones; only the runs in posthoc= (trained just
+    # for the snapshots) leave the main table, any other (MNIST's minsnr) stays in both
+    own = posthoc_runs | {variant for variant, _, _ in posthoc}
+    own_ema = {key: rows for key, rows in results.items() if key[0] in own}
     results = {key: rows for key, rows in results.items() if key[0] not in posthoc_runs}
     write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out, steps)
-    posthoc = collect_posthoc(scores)
     if posthoc:
         write_posthoc_table(posthoc, own_ema, out)
     plot(results, out / "clean_fraction.png", prior_clean.BOUNDS[cfg["data"]][0], steps)

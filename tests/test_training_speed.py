@@ -82,3 +82,23 @@ def test_grids_are_scored_again_and_tabled_at_the_steps_asked(tmp_path, monkeypa
     assert lines[3] == "| minsnr | 0 | 0.70 / 100 | **0.85 / 100** | - | 3000 | - |"
     assert (out / "clean_fraction.png").is_file()
     assert Image.open(out / "side_by_side.png").size == (70 + 2 * 44, 24 + 2 * 44)   # seed 1: blank
+
+
+def test_a_run_outside_posthoc_keeps_its_row_and_gets_its_rebuilt_emas(tmp_path):
+    """MNIST's Min-SNR run trained with snapshots: its rebuilt EMAs (``minsnr_s0_sigma0.05``)
+    go to posthoc.md beside its own EMA, and its own EMA stays in the steps table, since
+    only the runs named in posthoc= were trained just for the snapshots."""
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    for seed in (0, 1):
+        _score(scores, "minsnr_s0", 4000, seed, 0.80, 70.0)
+        _score(scores, "minsnr_s0_sigma0.05", 4000, seed, 0.86, 65.0)
+    out = tmp_path / "out"
+    training_speed.main([f"scores={scores}", f"out={out}", "committed=", "steps=3000,4000"])
+    table = (out / "table.md").read_text()
+    assert "| minsnr | 0 | - | 0.80 / 70 | > 4000 |" in table
+    assert "sigma" not in table
+    posthoc = (out / "posthoc.md").read_text().splitlines()
+    assert posthoc[2:] == [
+        "| minsnr | 0 | ema-pytorch (today's default) | 0.80 / 70 |",
+        "| minsnr | 0 | post-hoc σ_rel 0.05 | **0.86 / 65** |"]

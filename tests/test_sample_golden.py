@@ -26,7 +26,12 @@ CASES = {
               "mask=box:24", "sampler=ddnm", "steps=2"],
 }
 # sha256 of every PNG each case writes, as commit 07802f2 wrote them (the photo case on the
-# photos64.ckpt retrained to 2910 steps, sha256 232f1ffa..., run by 07802f2's code)
+# photos64.ckpt retrained to 2910 steps, sha256 232f1ffa..., run by 07802f2's code). CPU float
+# kernels differ between instruction sets (AVX2 and AVX-512/AMX sum in other orders), so a few
+# pixels of two cases round differently by machine: ALSO holds, per file, what 07802f2's own
+# code wrote on the other kind (an Intel Xeon with AVX-512 and AMX, `git worktree add ...
+# 07802f2`, PYTHONPATH=its src, sample.py with these overrides and num_threads=1). A file
+# passes when it equals one of them: still no pixel may change on the machine the test runs.
 GOLDEN = {
     "repaint": {
         "t10k_7000_label1_grid.png": "f972b60d91880eae6bf2ea5bb05e83a5c47664f870af52a416c7567ba8f387bc",
@@ -48,6 +53,17 @@ GOLDEN = {
     },
 }
 
+ALSO = {   # 07802f2's outputs on an AVX-512/AMX Intel Xeon (GOLDEN: its own session's machine)
+    "free": {
+        "sample_s0.png": ("f4ffa7a593eb0e03f243e4b665825683db458701b6c063b0d7c13ab092ef760a",),
+        "samples_grid.png": ("fc4b3a7295d8299a2fd80b8dcd78da3aa127c99be249816f17f14d40ecc9f915",),
+    },
+    "photo": {
+        "coffee_grid.png": ("bafca974b0b5ec08b84659d34e23cf94555f7612dd14e7309b8b50de8f367e4f",),
+        "coffee_s0.png": ("85ea9587b2b05a82d3536cd40a6a1e35c36f347238ce42c334758a185a8c030f",),
+    },
+}
+
 
 @pytest.fixture(autouse=True)
 def _cwd(monkeypatch, one_thread):
@@ -62,4 +78,8 @@ def test_sample_py_outputs_are_byte_identical_to_07802f2(tmp_path, case):
                       overrides=[*CASES[case], f"out={out}", "progress=false"])
     run(cfg)
     written = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in out.glob("*.png")}
-    assert written == GOLDEN[case]
+    accepted = {name: {digest, *ALSO.get(case, {}).get(name, ())}
+                for name, digest in GOLDEN[case].items()}
+    assert set(written) == set(accepted)
+    changed = {name: digest for name, digest in written.items() if digest not in accepted[name]}
+    assert not changed, f"sample.py wrote other bytes than 07802f2 did: {changed}"

@@ -287,14 +287,12 @@ def main(argv: list[str]) -> None:
     out = Path(cfg["out"])
     posthoc_runs = {n for n in str(cfg["posthoc"]).split(",") if n}
     posthoc = collect_posthoc(scores)
-    # a run's own EMA sits beside its rebuilt ones; only the runs in posthoc= (trained just
-    # for the snapshots) leave the main table, any other (MNIST's minsnr) stays in both
-    own = posthoc_runs | {variant for variant, _, _ in posthoc}
-    own_ema = {key: rows for key, rows in results.items() if key[0] in own}
+    if posthoc:   # every run's own EMA beside its rebuilt ones, before posthoc= runs leave
+        write_posthoc_table(posthoc, results, out)
+    # only the runs in posthoc= (trained just for the snapshots) leave the main table; any
+    # other with rebuilt EMAs (MNIST's minsnr) stays in both
     results = {key: rows for key, rows in results.items() if key[0] not in posthoc_runs}
     write_table(results, Path(cfg["runs"]) if cfg["runs"] else None, out, steps)
-    if posthoc:
-        write_posthoc_table(posthoc, own_ema, out)
     plot(results, out / "clean_fraction.png", prior_clean.BOUNDS[cfg["data"]][0], steps)
     if cfg["grids"] and cfg["montage"]:
         columns = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1]))

@@ -145,7 +145,7 @@ def main() -> None:
               f"{float(blank.mean()):.4f} |")
         for fit in args.fits:
             try:
-                check_fit(fit, (H, W), size, model, name=f"the {H}x{W} canvas")
+                check_fit(fit, (H, W), size, name=f"the {H}x{W} canvas")
             except ValueError as e:
                 print(f"| {kind} | {fit} | skipped: {e} |")
                 continue

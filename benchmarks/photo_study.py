@@ -5,7 +5,7 @@
 
 Data: the 18 McMaster photos (500x500) in ``photos=`` (../shared/data/photos/val/mcmaster18,
 the only evaluation set; nothing is copied), sorted by name, the first ``images`` of them
-(``crop=H,W`` centre-crops each first, e.g. to fit ``fit=native``'s size multiple).
+(``crop=H,W`` centre-crops each first, e.g. to compare fits on one size).
 
 Masks (1 = known), made at each photo's own size by ``priorpaint.masks`` with the seed
 ``sample.py`` would use for that image (``mask_seed(seed, i)``), so
@@ -257,7 +257,7 @@ def sample_photos(prior, method: str, inputs: list, fit: str, cfg: dict) -> list
     size = tuple(prior.image_size)
     fits = [resolve_fit(fit, x.shape[-2:], size) for x in x0s]
     for (_, _, (i, _)), x, f in zip(inputs, x0s, fits, strict=True):
-        check_fit(f, x.shape[-2:], size, prior.model, name=f"photo {i}")
+        check_fit(f, x.shape[-2:], size, name=f"photo {i}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         outs = inpaint_any_size(prior.model, prior.diffusion, x0s, masks, prior_size=size,

@@ -4,8 +4,9 @@ A prior is trained at one size (h, w). An image (H, W) of another size can be
 
 - ``resize``: resized to (h, w), inpainted, and the completion resized back (the old way; the
   hole is filled at the prior's resolution, so a large photo gets a blurry fill);
-- ``native``: inpainted as it is, the fully convolutional UNet run at (H, W) (both sides must
-  be multiples of 2 ** downsamplings);
+- ``native``: inpainted as it is, the fully convolutional UNet run at (H, W); sides that are
+  not multiples of 2 ** downsamplings are padded up to them by reflection (the mask reflected
+  alike, so padding that mirrors a hole is sampled, not known) and the padding cropped off;
 - ``crop``: inpainted at its own resolution, one (h, w) window around each cluster of holes.
 
 Crop, in order (all pure functions of the mask, so the plan is the same on every rank):
@@ -52,7 +53,7 @@ from .item_noise import item_generators
 
 __all__ = ["FITS", "FitWarning", "Box", "Window", "WindowPlan", "resolve_fit", "check_fit", "hole_boxes",
            "cluster_boxes", "place_window", "plan_windows", "window_generator", "count_calls",
-           "inpaint_items", "inpaint_any_size", "size_multiple"]
+           "inpaint_items", "inpaint_any_size", "size_multiple", "pad_to_multiple"]
 
 FITS = ("auto", "crop", "native", "resize")
 
@@ -88,25 +89,15 @@ def size_multiple(model) -> int | None:
     return None
 
 
-def _nearest(n: int, m: int) -> str:
-    low = max(m, n // m * m)
-    return str(low) if low == n else f"{low} or {low + m}"
-
-
-def check_fit(fit: str, image_size: Sequence[int], prior_size: Sequence[int], model=None,
+def check_fit(fit: str, image_size: Sequence[int], prior_size: Sequence[int],
               name: str = "the image") -> None:
-    """Raise ValueError (naming ``name``, its size and what to do) if ``fit`` cannot work."""
+    """Raise ValueError (naming ``name``, its size and what to do) if ``fit`` cannot work.
+
+    (``native`` takes any size: :func:`pad_to_multiple` pads it for the UNet.)"""
     (H, W), (h, w) = tuple(image_size), tuple(prior_size)
     if fit == "crop" and (H < h or W < w):
         raise ValueError(f"fit=crop: {name} is {H}x{W}, smaller than the prior's {h}x{w} "
                          f"windows; use fit=resize (or fit=auto) for it")
-    if fit == "native":
-        m = size_multiple(model)
-        if m is not None and (H % m or W % m):
-            raise ValueError(f"fit=native: {name} is {H}x{W} but the UNet takes only sides that "
-                             f"are multiples of {m} (2 ** its downsamplings); nearest sizes that "
-                             f"fit: H = {_nearest(H, m)}, W = {_nearest(W, m)}. Crop or pad the "
-                             f"image, or use fit=crop or fit=resize")
 
 
 # ---------------------------------------------------------------- planning windows
@@ -311,14 +302,31 @@ def _sample_resized(sample: SampleFn, x0s, masks, idx, prior_size, seed, items, 
         out[j] = torch.where(masks[j] > 0.5, x0s[j], back.to(x0s[j].dtype))
 
 
-def _sample_native(sample: SampleFn, x0s, masks, idx, seed, items, device, out):
-    for shape in dict.fromkeys(tuple(x0s[j].shape) for j in idx):
-        group = [j for j in idx if tuple(x0s[j].shape) == shape]
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(C, H, W) padded at the bottom and right up to sides that are multiples of ``multiple``,
+    by reflection (edge replication where a side is too short to reflect): the UNet's
+    downsamplings need such sides, and mirrored content is the context a photo's edge suggests.
+    Cropping ``[..., :H, :W]`` undoes it."""
+    H, W = x.shape[-2:]
+    pad_h, pad_w = -H % multiple, -W % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < H and pad_w < W else "replicate"
+    return F.pad(x[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0].to(x.dtype)
+
+
+def _sample_native(sample: SampleFn, x0s, masks, idx, seed, items, device, out, multiple):
+    padded = {j: (pad_to_multiple(x0s[j], multiple), pad_to_multiple(masks[j], multiple))
+              for j in idx}
+    for shape in dict.fromkeys(tuple(padded[j][0].shape) for j in idx):
+        group = [j for j in idx if tuple(padded[j][0].shape) == shape]
         its = [items[j] for j in group]
-        result = sample(torch.stack([x0s[j] for j in group]), torch.stack([masks[j] for j in group]),
+        result = sample(torch.stack([padded[j][0] for j in group]),
+                        torch.stack([(padded[j][1] > 0.5).to(masks[j].dtype) for j in group]),
                         _generators(seed, its, device), its)
         for j, r in zip(group, result, strict=True):
-            out[j] = torch.where(masks[j] > 0.5, x0s[j], r.to(x0s[j].dtype))
+            H, W = x0s[j].shape[-2:]
+            out[j] = torch.where(masks[j] > 0.5, x0s[j], r[:, :H, :W].to(x0s[j].dtype))
 
 
 def _sample_cropped(sample: SampleFn, x0s, masks, idx, prior_size, seed, items, device, out):
@@ -372,7 +380,8 @@ def _sample_cropped(sample: SampleFn, x0s, masks, idx, prior_size, seed, items, 
 
 def inpaint_items(sample: SampleFn, x0s: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
                   fits: Sequence[str], prior_size: Sequence[int], *, seed: int = 0,
-                  items: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+                  items: Sequence[tuple[int, int]] | None = None,
+                  multiple: int = 1) -> list[torch.Tensor]:
     """Inpaint images of any sizes, each by its resolved fit (``crop``/``native``/``resize``).
 
     Args:
@@ -381,6 +390,8 @@ def inpaint_items(sample: SampleFn, x0s: Sequence[torch.Tensor], masks: Sequence
         x0s: (C, H, W) images in [-1, 1]; masks: (1, H, W), 1 = known.
         items: (image index, sample index) of each output, for its random streams;
             default (i, 0).
+        multiple: ``native`` images are padded to sides that are multiples of it (the
+            UNet's :func:`size_multiple`) and cropped back.
     Returns each completion (C, H, W) at its input's size, known pixels equal to the input's.
     """
     n = len(x0s)
@@ -396,7 +407,7 @@ def inpaint_items(sample: SampleFn, x0s: Sequence[torch.Tensor], masks: Sequence
     if by_fit["resize"]:
         _sample_resized(sample, x0s, masks, by_fit["resize"], prior_size, seed, items, device, out)
     if by_fit["native"]:
-        _sample_native(sample, x0s, masks, by_fit["native"], seed, items, device, out)
+        _sample_native(sample, x0s, masks, by_fit["native"], seed, items, device, out, multiple)
     if by_fit["crop"]:
         _sample_cropped(sample, x0s, masks, by_fit["crop"], prior_size, seed, items, device, out)
     return out
@@ -417,11 +428,11 @@ def inpaint_any_size(model, diffusion, images, masks, *, prior_size: Sequence[in
     stacked = isinstance(images, torch.Tensor)
     fits = [resolve_fit(fit, x.shape[-2:], prior_size) for x in images]
     for j, (x, f) in enumerate(zip(images, fits, strict=True)):
-        check_fit(f, x.shape[-2:], prior_size, model, name=f"image {j}")
+        check_fit(f, x.shape[-2:], prior_size, name=f"image {j}")
 
     def sample(x0, mask, generators, _items):
         return inpaint(model, diffusion, x0, mask, generators=generators, **inpaint_kwargs)
 
     result = inpaint_items(sample, list(images), list(masks), fits, prior_size, seed=seed,
-                           items=items)
+                           items=items, multiple=size_multiple(model) or 1)
     return torch.stack(result) if stacked else result

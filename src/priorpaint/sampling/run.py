@@ -28,7 +28,7 @@ from ..imageio import output_suffix, preview_uint8, read_array, read_pixels, sav
 from ..masks import load_masks_for
 from .api import generate, run_sampler
 from .distributed import local_device, ranks_from_env, shard
-from .fit import check_fit, count_calls, inpaint_items, resolve_fit
+from .fit import check_fit, count_calls, inpaint_items, resolve_fit, size_multiple
 from .images import (
     InputImage,
     comparison_grid,
@@ -143,7 +143,7 @@ def prepare(options: RunOptions, prior, device, *, ckpt_sha256: str | None = Non
         _check_unique_stems(inputs)
         for image in inputs:
             check_fit(resolve_fit(options.fit, image.size, prior.image_size), image.size,
-                      prior.image_size, prior.model, name=f"image {image.path}")
+                      prior.image_size, name=f"image {image.path}")
         masks = load_masks_for([i.path for i in inputs], options.mask,
                                sizes=[i.size for i in inputs], seed=options.seed)
         stems = [i.stem for i in inputs]
@@ -271,7 +271,8 @@ def inpaint_batch(job: Job, model, batch: list[Output], progress) -> None:
           for out in batch]
     mask = [masks[out.image].to(job.device) for out in batch]
     result = inpaint_items(sampler_call, x0, mask, fits, size, seed=options.seed,
-                           items=[(out.image, out.sample) for out in batch])
+                           items=[(out.image, out.sample) for out in batch],
+                           multiple=size_multiple(model) or 1)
     for out, sample in zip(batch, result, strict=True):
         image = inputs[out.image]
         pixels = paste_known(from_model(sample, image.size, image.pixels.shape[-1], image.rule),

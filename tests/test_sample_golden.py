@@ -22,11 +22,13 @@ CASES = {
     "diffpir": [MNIST, "images=examples/mnist/t10k_7002_label2.png", "mask=box:12",
                 "sampler=diffpir", "steps=3", "diffpir.inner_loops=2"],
     "free": [MNIST, "n_samples=2", "steps=2"],
-    "photo": ["ckpt=examples/priors/photos64.ckpt", "images=examples/photos/coffee.jpg",
+    "photo": ["ckpt=tests/data/photos64_step2910.ckpt", "images=examples/photos/coffee.jpg",
               "mask=box:24", "sampler=ddnm", "steps=2"],
 }
 # sha256 of every PNG each case writes, as commit 07802f2 wrote them (the photo case on the
-# photos64.ckpt retrained to 2910 steps, sha256 232f1ffa..., run by 07802f2's code). CPU float
+# photos64.ckpt retrained to 2910 steps, sha256 232f1ffa..., run by 07802f2's code; that prior
+# stays here as tests/data/photos64_step2910.ckpt, the same git blob, since the shipped one
+# moved on: hashes recorded on two kinds of CPU cannot be re-made for a new prior on one). CPU float
 # kernels differ between instruction sets (AVX2 and AVX-512/AMX sum in other orders), so a few
 # pixels of two cases round differently by machine: ALSO holds, per file, what 07802f2's own
 # code wrote on the other kind (an Intel Xeon with AVX-512 and AMX, `git worktree add ...

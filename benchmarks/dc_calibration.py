@@ -52,16 +52,14 @@ def dc_table(model, diffusion, x0: torch.Tensor, ts, seed: int = 0) -> list[dict
     dc = x0.mean((2, 3))
     rows = []
     for t in ts:
-        a = float(abar[t])
-        noise = torch.randn(x0.shape, generator=g)
-        xt = (a ** 0.5 * x0 + (1 - a) ** 0.5 * noise).float()
+        steps = torch.full((x0.shape[0],), t)
+        xt = diffusion.q_sample(x0, steps, torch.randn(x0.shape, generator=g)).float()
         with torch.no_grad():
-            out = model(xt, torch.full((x0.shape[0],), t))
+            out = model(xt, steps)
         mean_part = out[:, : x0.shape[1]]   # learned-variance priors add C channels after it
-        pred_x0 = diffusion.predict_xstart(mean_part, xt, torch.full((x0.shape[0],), t))
-        pred_x0 = pred_x0.clamp(-1, 1)
+        pred_x0 = diffusion.predict_xstart(mean_part, xt, steps).clamp(-1, 1)
         pred = pred_x0.mean((2, 3))
-        rows.append({"t": t, "abar": a, "rmse": float(((pred - dc) ** 2).mean().sqrt()),
+        rows.append({"t": t, "abar": float(abar[t]), "rmse": float(((pred - dc) ** 2).mean().sqrt()),
                      "constant_rmse": float(((dc.mean(0) - dc) ** 2).mean().sqrt()),
                      "spread": channel_spread(pred), "true_spread": channel_spread(dc)})
     return rows

@@ -322,7 +322,7 @@ def _sample_native(sample: SampleFn, x0s, masks, idx, seed, items, device, out, 
         group = [j for j in idx if tuple(padded[j][0].shape) == shape]
         its = [items[j] for j in group]
         result = sample(torch.stack([padded[j][0] for j in group]),
-                        torch.stack([(padded[j][1] > 0.5).to(masks[j].dtype) for j in group]),
+                        torch.stack([padded[j][1] for j in group]),
                         _generators(seed, its, device), its)
         for j, r in zip(group, result, strict=True):
             H, W = x0s[j].shape[-2:]
